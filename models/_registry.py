@@ -1,0 +1,154 @@
+"""One registry for every architecture: names map to builders and the metadata a benchmark needs.
+
+Modelled on timm's and torchvision's registries: a builder is a small function decorated with
+``@register_model(...)``; variants are data; registering a name twice is an error.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from torch import nn
+
+TASKS = ("classification", "segmentation", "backbone")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a benchmark needs to know about a registered model, beside how to build it."""
+
+    name: str
+    family: str  # "hrvit", "mit", "cswin", "hrnet", "hrnet_vit", ...
+    variant: str  # the family's own size name: "b1", "t", "w48", ...
+    task: str  # one of TASKS
+    dataset: str | None  # "imagenet", "ade20k", "cityscapes"; None for a bare backbone
+    num_classes: int | None
+    input_size: tuple[int, int]  # default (H, W)
+    paper_inputs: tuple[tuple[int, int], ...]  # every resolution the papers report it at
+    reference: str  # where its published numbers come from
+    official_code: str  # the official implementation this one follows (repo@commit:path)
+    input_multiple: int = 32  # smallest side it takes; the output stride of its deepest map
+    ablation: str | None = None  # the switch flipped, for ablation variants
+    notes: str = ""
+    builder: Callable[..., nn.Module] = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "family": self.family,
+            "variant": self.variant,
+            "task": self.task,
+            "dataset": self.dataset,
+            "num_classes": self.num_classes,
+            "input_size": list(self.input_size),
+            "paper_inputs": [list(s) for s in self.paper_inputs],
+            "reference": self.reference,
+            "official_code": self.official_code,
+            "input_multiple": self.input_multiple,
+            "ablation": self.ablation,
+            "notes": self.notes,
+        }
+
+
+class UnknownModelError(KeyError):
+    """Raised for a name that is not registered; carries the closest registered names."""
+
+    def __init__(self, name: str, suggestions: list[str]):
+        self.name = name
+        self.suggestions = suggestions
+        hint = f"; did you mean: {', '.join(suggestions)}?" if suggestions else ""
+        super().__init__(f"unknown model {name!r}{hint}")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register_model(
+    *,
+    family: str,
+    variant: str,
+    task: str,
+    input_size: tuple[int, int],
+    reference: str,
+    official_code: str,
+    dataset: str | None = None,
+    num_classes: int | None = None,
+    paper_inputs: Iterable[tuple[int, int]] | None = None,
+    input_multiple: int = 32,
+    ablation: str | None = None,
+    notes: str = "",
+    name: str | None = None,
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: register ``fn`` (a builder taking ``**overrides``) under its own name or ``name``."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, not {task!r}")
+
+    def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name or fn.__name__
+        if key != key.lower():
+            raise ValueError(f"model names are lower-case: {key!r}")
+        if key in _REGISTRY:
+            raise ValueError(f"model {key!r} is already registered")
+        _REGISTRY[key] = ModelInfo(
+            name=key,
+            family=family,
+            variant=variant,
+            task=task,
+            dataset=dataset,
+            num_classes=num_classes,
+            input_size=tuple(input_size),
+            paper_inputs=tuple(tuple(s) for s in (paper_inputs or (input_size,))),
+            reference=reference,
+            official_code=official_code,
+            input_multiple=input_multiple,
+            ablation=ablation,
+            notes=notes,
+            builder=fn,
+        )
+        return fn
+
+    return decorate
+
+
+def unregister_model(name: str) -> None:
+    """Remove a name (for tests that register toy models)."""
+    del _REGISTRY[name]
+
+
+def is_model(name: str) -> bool:
+    return name in _REGISTRY
+
+
+def close_matches(name: str, n: int = 5) -> list[str]:
+    names = sorted(_REGISTRY)
+    found = difflib.get_close_matches(name, names, n=n, cutoff=0.5)
+    found += [m for m in names if name and name in m and m not in found]
+    return found[:n]
+
+
+def model_info(name: str) -> ModelInfo:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownModelError(name, close_matches(name)) from None
+
+
+def list_models(pattern: str = "*", *, family: str | None = None, task: str | None = None) -> list[str]:
+    """Registered names matching a glob ``pattern`` (and family/task when given), sorted."""
+    return sorted(
+        n
+        for n, info in _REGISTRY.items()
+        if fnmatch.fnmatchcase(n, pattern)
+        and (family is None or info.family == family)
+        and (task is None or info.task == task)
+    )
+
+
+def create_model(name: str, **overrides) -> nn.Module:
+    """Build a registered model; ``overrides`` go to the architecture's constructor."""
+    return model_info(name).builder(**overrides)
