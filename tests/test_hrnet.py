@@ -1,0 +1,159 @@
+"""HRNetV2 against the official code's counts and state-dict layout.
+
+Reference numbers were measured on the official modules (HRNet-Image-Classification@f760c98 cls_hrnet.py,
+HRNet-Semantic-Segmentation@0bbb288 seg_hrnet.py / seg_hrnet_ocr.py with their W48 configs at widths 18/32/48),
+run outside this repository: parameter counts, fvcore totals and a digest of their state-dict keys and shapes.
+"""
+import hashlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+from fvcore.nn import FlopCountAnalysis
+
+import models
+from models.hrnet import HRNetOCR
+
+OFFICIAL_PARAMS = {
+    "hrnetv2_w18": 21_299_004,
+    "hrnetv2_w32": 41_232_680,
+    "hrnetv2_w48": 77_469_864,
+    "hrnetv2_w18_seg_cityscapes": 9_641_119,
+    "hrnetv2_w32_seg_cityscapes": 29_546_515,
+    "hrnetv2_w48_seg_cityscapes": 65_859_379,
+    "hrnetv2_w18_seg_ade20k": 9_676_620,
+    "hrnetv2_w32_seg_ade20k": 29_609_526,
+    "hrnetv2_w48_seg_ade20k": 65_953_830,
+    "hrnetv2_w18_ocr_cityscapes": 12_080_818,
+    "hrnetv2_w32_ocr_cityscapes": 32_953_894,
+    "hrnetv2_w48_ocr_cityscapes": 70_372_678,
+    "hrnetv2_w18_ocr_ade20k": 12_183_522,
+    "hrnetv2_w32_ocr_ade20k": 33_084_108,
+    "hrnetv2_w48_ocr_ade20k": 70_534_332,
+}
+
+# (number of state-dict entries, sha256 of "key:shape" lines in order, first 16 hex digits)
+OFFICIAL_STATE_DICT = {
+    "hrnetv2_w18": (1956, "55067f18132e46cc"),
+    "hrnetv2_w48": (1956, "733f5051a3b80770"),
+    "hrnetv2_w18_seg_cityscapes": (1839, "e4c9c1fba3a1ed08"),
+    "hrnetv2_w48_seg_ade20k": (1839, "1d825e373a437ba9"),
+    "hrnetv2_w18_ocr_ade20k": (1890, "59d0bcbeb4404bdd"),
+    "hrnetv2_w48_ocr_cityscapes": (1890, "43d9bc1697c79622"),
+}
+
+# fvcore totals of the official modules; the segmentation models return 1/4-resolution logits there
+OFFICIAL_FLOPS = {
+    ("hrnetv2_w18", (224, 224)): 4_317_489_956,
+    ("hrnetv2_w18_seg_cityscapes", (97, 131)): 1_021_586_754,
+    ("hrnetv2_w18_ocr_ade20k", (97, 131)): 3_022_914_204,
+}
+
+
+def _meta(name):
+    with torch.device("meta"):
+        return models.create_model(name)
+
+
+def _flops(model, size):
+    analysis = FlopCountAnalysis(model.eval(), torch.zeros(1, 3, *size))
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    return analysis.total()
+
+
+def test_registered_names():
+    expected = {f"hrnetv2_{w}{suffix}" for w in ("w18", "w32", "w48")
+                for suffix in ("", "_backbone", "_seg_ade20k", "_seg_cityscapes", "_ocr_ade20k", "_ocr_cityscapes")}
+    assert set(models.list_models(family="hrnet")) == expected
+    assert models.model_info("hrnetv2_w48_ocr_ade20k").num_classes == 150
+    assert "aux" in models.model_info("hrnetv2_w48_ocr_cityscapes").notes
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
+def test_params_match_official(name):
+    assert sum(p.numel() for p in _meta(name).parameters()) == OFFICIAL_PARAMS[name]
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_STATE_DICT))
+def test_state_dict_layout_matches_official(name):
+    state = _meta(name).state_dict()
+    lines = "\n".join(f"{k}:{tuple(v.shape)}" for k, v in state.items())
+    assert (len(state), hashlib.sha256(lines.encode()).hexdigest()[:16]) == OFFICIAL_STATE_DICT[name]
+
+
+def test_backbone_keys_are_top_level_in_seg_models():
+    backbone = set(_meta("hrnetv2_w32_backbone").state_dict())
+    seg = set(_meta("hrnetv2_w32_seg_ade20k").state_dict())
+    assert backbone < seg
+    assert {k.split(".")[0] for k in seg - backbone} == {"last_layer"}
+
+
+def test_w18_classifier_flops_match_official():
+    measured = _flops(models.create_model("hrnetv2_w18"), (224, 224))
+    assert measured == pytest.approx(OFFICIAL_FLOPS[("hrnetv2_w18", (224, 224))], rel=5e-3)
+
+
+@pytest.mark.parametrize("name", ["hrnetv2_w18_seg_cityscapes", "hrnetv2_w18_ocr_ade20k"])
+def test_seg_flops_at_odd_size_match_official(name):
+    size = (97, 131)
+    info = models.model_info(name)
+    # our forward adds the test-time bilinear resize of the logits, 4 flops per output element in fvcore
+    resize = 4 * info.num_classes * size[0] * size[1]
+    measured = _flops(models.create_model(name), size)
+    assert measured - resize == pytest.approx(OFFICIAL_FLOPS[(name, size)], rel=1e-4)
+
+
+@pytest.mark.parametrize("size", [(64, 96), (97, 131)])
+def test_backbone_maps(size):
+    model = models.create_model("hrnetv2_w18_backbone").eval()
+    with torch.no_grad():
+        maps = model(torch.randn(1, 3, *size))
+    assert [m.shape[1] for m in maps] == [18, 36, 72, 144]
+    def halve(n):  # a stride-2 3x3 conv with padding 1 rounds up
+        return -(-n // 2)
+
+    h, w = halve(halve(size[0])), halve(halve(size[1]))
+    for i, m in enumerate(maps):
+        if i:
+            h, w = halve(h), halve(w)
+        assert m.shape[2:] == (h, w)
+
+
+@pytest.mark.parametrize("name", ["hrnetv2_w18_seg_cityscapes", "hrnetv2_w18_seg_ade20k",
+                                  "hrnetv2_w18_ocr_cityscapes", "hrnetv2_w18_ocr_ade20k"])
+@pytest.mark.parametrize("size", [(64, 64), (97, 131)])
+def test_seg_logits_at_input_size(name, size):
+    model = models.create_model(name).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(1, 3, *size))
+    assert logits.shape == (1, models.model_info(name).num_classes, *size)
+    assert torch.isfinite(logits).all()
+
+
+def test_ocr_returns_main_logits():
+    model = models.create_model("hrnetv2_w18_ocr_cityscapes").eval()
+    assert isinstance(model, HRNetOCR)
+    img = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        aux, main = model.forward_logits(img)
+        out = model(img)
+    assert aux.shape == main.shape == (1, 19, 16, 24)
+    expected = F.interpolate(main, size=(64, 96), mode="bilinear", align_corners=True)
+    torch.testing.assert_close(out, expected)
+    assert not torch.allclose(main, aux)
+
+
+@pytest.mark.parametrize("name", ["hrnetv2_w18", "hrnetv2_w18_seg_cityscapes", "hrnetv2_w18_ocr_ade20k"])
+def test_state_dict_round_trip(name):
+    torch.manual_seed(0)
+    source = models.create_model(name).eval()
+    for module in source.modules():  # non-trivial BN statistics so a lost buffer changes the output
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    target = models.create_model(name).eval()
+    target.load_state_dict(source.state_dict(), strict=True)
+    img = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(target(img), source(img))
