@@ -1,0 +1,197 @@
+"""The `hrvit-bench` command line: thin wiring from options to the engine modules."""
+from __future__ import annotations
+
+import functools
+import sys
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import Progress
+
+from . import output, zoo
+from .conventions import CONVENTION_NAMES, DEFAULT, Convention, parse_conventions
+from .errors import UsageError
+
+app = typer.Typer(
+    name="hrvit-bench",
+    help="What a vision backbone costs: parameters, FLOPs under every convention, latency; HRViT's claims checked.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+class _State:
+    debug = False
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False):
+    _State.debug = debug
+
+
+def command(fn=None, *, name: str | None = None):
+    """Register a command whose usage errors print one line and exit 2; other errors one line and exit 1."""
+    if fn is None:
+        return functools.partial(command, name=name)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UsageError as exc:
+            if _State.debug:
+                raise
+            output.err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except Exception as exc:
+            if hasattr(exc, "exit_code"):  # typer/click's own exits and usage errors
+                raise
+            if _State.debug:
+                raise
+            output.err_console.print(
+                f"[red]error:[/red] {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
+
+    return app.command(name)(wrapper)
+
+
+class By(str, Enum):
+    operator = "operator"
+    module = "module"
+
+
+class Engine(str, Enum):
+    meta = "meta"
+    fvcore = "fvcore"
+
+
+ModelOpt = Annotated[list[str], typer.Option("--model", "-m", help="Model name or glob pattern; repeatable.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of tables.")]
+CsvOpt = Annotated[bool, typer.Option("--csv", help="Print CSV on stdout instead of tables.")]
+
+
+def _emit(results: list, as_json: bool, as_csv: bool) -> None:
+    if as_json:
+        data = [r.to_dict() for r in results]
+        output.print_json(data[0] if len(data) == 1 else data)
+    elif as_csv:
+        output.print_csv(row for r in results for row in r.csv_rows())
+    else:
+        for r in results:
+            output.print_tables(r.tables())
+
+
+def _measure_each(infos, measure, quiet: bool) -> list:
+    """Run ``measure(info)`` per model, with a progress bar (on stderr) when there are several."""
+    if len(infos) == 1 or quiet:
+        return [measure(info) for info in infos]
+    results = []
+    with Progress(console=output.err_console, transient=True) as progress:
+        task = progress.add_task("counting", total=len(infos))
+        for info in infos:
+            progress.update(task, description=info.name)
+            results.append(measure(info))
+            progress.advance(task)
+    return results
+
+
+@command(name="list")
+def list_models(
+    pattern: Annotated[str, typer.Argument(help="Glob over model names.")] = "*",
+    family: Annotated[Optional[str], typer.Option(help="Only this family (hrvit, mit, cswin, hrnet, hrnet_vit).")] = None,
+    task: Annotated[Optional[str], typer.Option(help="classification, segmentation or backbone.")] = None,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+):
+    """Every registered model with its metadata."""
+    import models
+
+    infos = [models.model_info(n) for n in models.list_models(pattern, family=family, task=task)]
+    if not infos:
+        raise UsageError(f"no model matches {pattern!r}" + (f" in family {family!r}" if family else ""))
+    rows = [i.to_dict() for i in infos]
+    if as_json:
+        output.print_json(rows)
+    elif as_csv:
+        output.print_csv({k: (v if not isinstance(v, list) else repr(v)) for k, v in r.items()} for r in rows)
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"{len(infos)} models")
+        for col in ("name", "family", "task", "dataset", "classes", "input", "ablation"):
+            table.add_column(col, no_wrap=col == "name")
+        for i in infos:
+            table.add_row(i.name, i.family, i.task, i.dataset or "-", str(i.num_classes or "-"),
+                          "x".join(map(str, i.input_size)), i.ablation or "")
+        output.console.print("sources of published numbers and notes: hrvit-bench list --json", style="dim")
+        output.console.print(table)
+
+
+@command
+def params(
+    model: ModelOpt,
+    depth: Annotated[int, typer.Option(min=0, help="Break down to modules this many levels deep.")] = 1,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+):
+    """Exact parameter counts: total, trainable, by module, and those forward never uses."""
+    from .cost import ParamReport
+
+    infos = zoo.resolve(model)
+    results = _measure_each(infos, lambda i: ParamReport.measure(i.name, depth), as_json or as_csv)
+    _emit(results, as_json, as_csv)
+
+
+@command
+def flops(
+    model: ModelOpt,
+    input: Annotated[Optional[str], typer.Option("--input", "-i", help="HxW; default: the model's own.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward.")] = 1,
+    by: Annotated[By, typer.Option(help="Break down by operator or by module.")] = By.operator,
+    depth: Annotated[int, typer.Option(min=0, help="Module depth for --by module.")] = 1,
+    convention: Annotated[
+        Optional[list[str]],
+        typer.Option(help=f"Convention(s) to report (default: all): {', '.join(CONVENTION_NAMES)}."),
+    ] = None,
+    engine: Annotated[
+        Engine, typer.Option(help="meta: fvcore's rules on shapes alone (fast); fvcore: fvcore on real tensors.")
+    ] = Engine.meta,
+    cross_check: Annotated[bool, typer.Option(help="Also count with torch FlopCounterMode and thop.")] = True,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+):
+    """MACs/FLOPs of one forward, under every convention, with cross-checks by other counters."""
+    from .cost import FlopReport
+
+    conventions = parse_conventions(convention)
+    size = zoo.parse_size(input) if input else None
+    infos = zoo.resolve(model)
+    shown = conventions[0] if convention else DEFAULT
+    results = _measure_each(
+        infos,
+        lambda i: FlopReport.measure(
+            i.name, size, batch_size, engine.value, cross_check,
+            conventions=conventions, shown=shown, by=by.value, depth=depth,
+        ),
+        as_json or as_csv,
+    )
+    _emit(results, as_json, as_csv)
+
+
+def main() -> None:
+    """Console entry point: click's own usage errors also become one line and exit code 2."""
+    try:
+        code = app(standalone_mode=False, prog_name="hrvit-bench")
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:
+        if not hasattr(exc, "format_message"):  # not click's: a command already reported it, or a bug
+            raise
+        output.err_console.print(f"[red]error:[/red] {exc.format_message()}", highlight=False, soft_wrap=True)
+        sys.exit(getattr(exc, "exit_code", 2))
+    sys.exit(code if isinstance(code, int) else 0)

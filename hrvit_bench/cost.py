@@ -1,0 +1,194 @@
+"""What `params` and `flops` report: results that render themselves as rich tables, dicts and CSV rows."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rich.table import Table
+from torch import nn
+
+from . import zoo
+from .conventions import ALL_CONVENTIONS, DEFAULT, Convention
+from .counting import MacCount, count_macs
+from .crosscheck import CounterResult, cross_check
+
+
+def _depth(name: str) -> int:
+    return name.count(".") + 1 if name else 0
+
+
+@dataclass
+class ParamReport:
+    """Exact parameter counts, by module, with the ones forward never touches."""
+
+    model: str
+    total: int
+    trainable: int
+    unused: int
+    uncalled_modules: list[str]
+    by_module: dict[str, int]  # module -> parameters it and its children own, to the requested depth
+    depth: int
+
+    @classmethod
+    def measure(cls, name: str, depth: int = 1) -> "ParamReport":
+        model = zoo.build(name, device="meta")
+        info = zoo.info(name)
+        count = count_macs(model, zoo.input_shape(info, None), engine="meta", name=name)
+        return cls(
+            model=name,
+            total=count.params,
+            trainable=count.trainable_params,
+            unused=count.unused_params,
+            uncalled_modules=count.uncalled_modules,
+            by_module=module_parameters(model, depth),
+            depth=depth,
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "params": self.total,
+            "trainable_params": self.trainable,
+            "unused_params": self.unused,
+            "uncalled_modules": self.uncalled_modules,
+            "depth": self.depth,
+            "by_module": self.by_module,
+        }
+
+    def csv_rows(self) -> list[dict]:
+        return [{"model": self.model, "module": m or "(total)", "params": n} for m, n in self.by_module.items()]
+
+    def tables(self) -> list[Table]:
+        summary = Table(title=f"{self.model}: parameters")
+        for col in ("total", "trainable", "unused by forward"):
+            summary.add_column(col, justify="right")
+        summary.add_row(f"{self.total:,}", f"{self.trainable:,}", f"{self.unused:,}")
+        modules = Table(title=f"by module (depth {self.depth})")
+        modules.add_column("module")
+        modules.add_column("params", justify="right")
+        modules.add_column("share", justify="right")
+        for name, n in self.by_module.items():
+            modules.add_row(name or "(total)", f"{n:,}", f"{100 * n / max(self.total, 1):.1f}%")
+        tables = [summary, modules]
+        if self.uncalled_modules:
+            unused = Table(title="modules whose parameters forward never uses")
+            unused.add_column("module")
+            for m in self.uncalled_modules:
+                unused.add_row(m)
+            tables.append(unused)
+        return tables
+
+
+def module_parameters(model: nn.Module, depth: int) -> dict[str, int]:
+    """Parameters per module up to ``depth``, each shared parameter counted once under its first owner."""
+    totals: dict[str, int] = {"": 0}
+    seen = set()
+    for pname, p in model.named_parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        parts = pname.split(".")[:-1]
+        totals[""] += p.numel()
+        for i in range(1, min(len(parts), depth) + 1):
+            key = ".".join(parts[:i])
+            totals[key] = totals.get(key, 0) + p.numel()
+    return totals
+
+
+@dataclass
+class FlopReport:
+    """MACs of one forward under every convention, by operator or module, with the cross-checks."""
+
+    count: MacCount
+    conventions: tuple[Convention, ...] = ALL_CONVENTIONS
+    shown: Convention = DEFAULT
+    by: str = "operator"  # or "module"
+    depth: int = 1
+    cross_checks: list[CounterResult] = field(default_factory=list)
+
+    @classmethod
+    def measure(
+        cls,
+        name: str,
+        size: tuple[int, int] | None = None,
+        batch_size: int = 1,
+        engine: str = "meta",
+        cross_checks: bool = True,
+        **options,
+    ) -> "FlopReport":
+        info = zoo.info(name)
+        shape = zoo.input_shape(info, size, batch_size)
+        model = zoo.build(name, device="meta" if engine == "meta" else "cpu")
+        count = count_model(model, shape, engine, name)
+        checks = []
+        if cross_checks:
+            import torch
+
+            device = "meta" if engine == "meta" else "cpu"
+            checks = cross_check(model, (torch.zeros(shape, device=device),), count)
+        return cls(count=count, cross_checks=checks, **options)
+
+    def to_dict(self) -> dict:
+        out = self.count.to_dict(self.conventions)
+        out["by_module"] = {
+            c.name: self.count.module_totals(self.depth, c) for c in self.conventions
+        } if self.by == "module" else None
+        out["cross_checks"] = [c.to_dict() for c in self.cross_checks]
+        return out
+
+    def csv_rows(self) -> list[dict]:
+        base = {"model": self.count.model, "input": "x".join(map(str, self.count.input_shape)),
+                "engine": self.count.engine, "params": self.count.params}
+        return [{**base, "convention": c.name, "count": self.count.total(c), "giga": c.giga_value(self.count.total(c))}
+                for c in self.conventions]
+
+    def tables(self) -> list[Table]:
+        count = self.count
+        b, _, h, w = count.input_shape
+        head = Table(title=f"{count.model} @ {b}x3x{h}x{w}: {count.params:,} params ({count.engine} engine)")
+        head.add_column("convention")
+        head.add_column("count", justify="right")
+        head.add_column("giga", justify="right")
+        for c in self.conventions:
+            raw = count.total(c)
+            head.add_row(c.label, f"{raw:,}", f"{c.giga_value(raw):.3f}")
+        tables = [head]
+        detail = Table(title=f"by {self.by} ({self.shown.label})")
+        detail.add_column(self.by)
+        detail.add_column("count", justify="right")
+        detail.add_column("share", justify="right")
+        total = max(count.total(self.shown), 1)
+        if self.by == "module":
+            rows = self.count.module_totals(self.depth, self.shown).items()
+        else:
+            rows = sorted(
+                ((op, self.shown.count({op: v})) for op, v in count.by_operator.items() if self.shown.includes(op)),
+                key=lambda kv: -kv[1],
+            )
+        for key, raw in rows:
+            detail.add_row(key or "(total)", f"{raw:,}", f"{100 * raw / total:.1f}%")
+        tables.append(detail)
+        if self.cross_checks:
+            cross = Table(title="cross-checks, all in MACs")
+            for col in ("counter", "counts", "MACs", "where and why it differs"):
+                cross.add_column(col, justify="right" if col == "MACs" else "left", overflow="fold")
+            for c in self.cross_checks:
+                cross.add_row(c.counter, c.native_convention, f"{c.macs:,}", c.note)
+            tables.append(cross)
+        if count.uncounted_ops:
+            missed = Table(title="operators no rule counts (calls)")
+            missed.add_column("operator")
+            missed.add_column("calls", justify="right")
+            for op, n in sorted(count.uncounted_ops.items(), key=lambda kv: -kv[1]):
+                missed.add_row(op, str(n))
+            tables.append(missed)
+        return tables
+
+
+def count_model(model: nn.Module, shape: tuple[int, ...], engine: str, name: str) -> MacCount:
+    from .errors import UsageError
+
+    try:
+        return count_macs(model, shape, engine=engine, name=name)
+    except (RuntimeError, ValueError, IndexError, AssertionError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"{name} cannot take input {'x'.join(map(str, shape))}: {first}") from exc
