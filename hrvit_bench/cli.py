@@ -120,16 +120,18 @@ def list_models(
     elif as_csv:
         output.print_csv({k: (v if not isinstance(v, list) else repr(v)) for k, v in r.items()} for r in rows)
     else:
+        from rich import box
         from rich.table import Table
 
-        table = Table(title=f"{len(infos)} models")
-        for col in ("name", "family", "task", "dataset", "classes", "input", "ablation"):
-            table.add_column(col, no_wrap=col == "name")
+        short_task = {"classification": "cls", "segmentation": "seg", "backbone": "backbone"}
+        table = Table(title=f"{len(infos)} models", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+        for col in ("name", "task", "dataset", "classes", "input"):
+            table.add_column(col, no_wrap=True)
         for i in infos:
-            table.add_row(i.name, i.family, i.task, i.dataset or "-", str(i.num_classes or "-"),
-                          "x".join(map(str, i.input_size)), i.ablation or "")
-        output.console.print("sources of published numbers and notes: hrvit-bench list --json", style="dim")
+            table.add_row(i.name, short_task[i.task], i.dataset or "-", str(i.num_classes or "-"),
+                          "x".join(map(str, i.input_size)))
         output.console.print(table)
+        output.console.print("sources of published numbers, ablations and notes: hrvit-bench list --json", style="dim")
 
 
 @command

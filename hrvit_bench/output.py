@@ -12,7 +12,8 @@ from typing import Iterable
 import pandas as pd
 from rich.console import Console
 
-console = Console()
+# Piped output (logs, CI, README examples) gets room for wide tables instead of rich's 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 140)
 err_console = Console(stderr=True)
 
 
