@@ -1,0 +1,166 @@
+"""CSWin-T/S/B against counts and key layouts of the official microsoft/CSWin-Transformer code.
+
+Reference numbers were measured with fvcore on the official code (models/cswin.py for the classifier,
+segmentation/backbone/cswin_transformer.py for the dense backbone, at f111ae2, run outside this repository
+with shims for timm/einops/mmseg). No official CSWin + SegFormer code exists: those models are checked as
+the official dense backbone plus the HRViT-configured SegFormer head counted by hand.
+"""
+import hashlib
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+from fvcore.nn import FlopCountAnalysis
+
+from models import create_model, list_models, model_info
+from models.cswin import CSWIN_CONFIGS, CSWinTransformer, LePEAttention
+
+OFFICIAL_CLS_PARAMS = {"t": 22_320_552, "s": 34_643_304, "b": 77_382_184}
+OFFICIAL_DENSE_PARAMS = {"t": 21_808_448, "s": 34_131_200, "b": 76_614_528}
+# sha256 (first 16 hex) of the sorted "key:shape" lines of the official state dict, and its number of entries.
+OFFICIAL_CLS_LAYOUTS = {"t": ("24df181b8272fa30", 418), "s": ("ae7e385b22257aca", 656), "b": ("91aded48435fbadf", 656)}
+OFFICIAL_DENSE_LAYOUTS = {"t": ("4406f390c583c1ea", 422), "s": ("f3818b8f73dbcd8d", 660), "b": ("86e55931457311f5", 660)}
+# CSWin-T built with img_size=112: stage 3's 7x7 map equals its stripe width, so it attends over the whole map.
+OFFICIAL_CLS_T_112_LAYOUT = ("91395f2b94cf581f", 376)
+HEAD_CHANNELS = {"t": 256, "s": 768, "b": 768}
+
+
+def meta_build(name, **overrides):
+    with torch.device("meta"):
+        return create_model(name, **overrides)
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def fvcore_flops(model, size):
+    analysis = FlopCountAnalysis(model.eval(), torch.randn(1, 3, *size))
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    return analysis.total()
+
+
+def key_layout(model):
+    lines = "\n".join(f"{k}:{tuple(v.shape)}" for k, v in sorted(model.state_dict().items()))
+    return hashlib.sha256(lines.encode()).hexdigest()[:16], len(model.state_dict())
+
+
+def dims(variant):
+    return [CSWIN_CONFIGS[variant]["embed_dim"] * 2 ** i for i in range(4)]
+
+
+def test_registered_names():
+    expected = {f"cswin_{v}{suffix}" for v in "tsb" for suffix in ("", "_backbone", "_seg_ade20k", "_seg_cityscapes")}
+    assert set(list_models("cswin*")) == expected
+    assert model_info("cswin_s_seg_ade20k").num_classes == 150
+    assert model_info("cswin_b_seg_cityscapes").input_size == (1024, 1024)
+    assert "No official CSWin+SegFormer code" in model_info("cswin_t_seg_ade20k").notes
+
+
+@pytest.mark.parametrize("variant", "tsb")
+def test_params_match_official(variant):
+    assert n_params(meta_build(f"cswin_{variant}")) == OFFICIAL_CLS_PARAMS[variant]
+    assert n_params(meta_build(f"cswin_{variant}_backbone")) == OFFICIAL_DENSE_PARAMS[variant]
+
+
+@pytest.mark.parametrize("variant", "tsb")
+@pytest.mark.parametrize("task,classes", [("seg_ade20k", 150), ("seg_cityscapes", 19)])
+def test_seg_params_are_dense_backbone_plus_head(variant, task, classes):
+    ch = HEAD_CHANNELS[variant]
+    head = sum(c * ch + ch for c in dims(variant))  # per-scale 1x1 convs with bias, no BN (mlp_norm=False)
+    head += 4 * ch * ch + 2 * ch  # fusion conv without bias, its BN
+    head += ch * classes + classes  # classifier
+    assert n_params(meta_build(f"cswin_{variant}_{task}")) == OFFICIAL_DENSE_PARAMS[variant] + head
+
+
+@pytest.mark.parametrize("variant", "tsb")
+def test_state_dict_layouts_match_official(variant):
+    assert key_layout(meta_build(f"cswin_{variant}")) == OFFICIAL_CLS_LAYOUTS[variant]
+    assert key_layout(meta_build(f"cswin_{variant}_backbone")) == OFFICIAL_DENSE_LAYOUTS[variant]
+
+
+def test_classifier_branch_layout_follows_img_size():
+    with torch.device("meta"):
+        model = CSWinTransformer(**{k: v for k, v in CSWIN_CONFIGS["t"].items() if k != "head_channels"},
+                                 img_size=112)
+    assert key_layout(model) == OFFICIAL_CLS_T_112_LAYOUT
+    assert len(model.stage3[0].attns) == 1 and len(model.stage2[0].attns) == 2
+
+
+def test_cls224_flops_match_official():
+    assert fvcore_flops(create_model("cswin_t"), (224, 224)) == 4_341_011_968
+
+
+def test_dense_flops_match_official_at_odd_size():
+    # 97x131 gives maps 24x33, 12x17, 6x9, 3x5: stripes of 2 and 7 need zero-padding.
+    assert fvcore_flops(create_model("cswin_t_backbone"), (97, 131)) == 1_170_339_456
+
+
+def test_seg_flops_are_backbone_plus_head_by_hand():
+    """fvcore's rules: conv = multiply-adds, bilinear resize = 4 per output element, BN (eval) = 2 per element."""
+    H, W, ch, classes = 97, 131, HEAD_CHANNELS["t"], 150
+    sizes = [(24, 33), (12, 17), (6, 9), (3, 5)]
+    quarter = sizes[0][0] * sizes[0][1]
+    head = sum(h * w * c * ch for (h, w), c in zip(sizes, dims("t")))  # per-scale 1x1 convs
+    head += 4 * 4 * quarter * ch  # every scale (the first one too) resized to 1/4
+    head += quarter * 4 * ch * ch + 2 * quarter * ch  # fusion conv, BN
+    head += quarter * ch * classes + 4 * H * W * classes  # classifier, final resize to the input
+    assert fvcore_flops(create_model("cswin_t_seg_ade20k"), (H, W)) == 1_170_339_456 + head
+
+
+@pytest.mark.parametrize("size", [(64, 64), (97, 131)])
+def test_classifier_forward(size):
+    with torch.no_grad():
+        assert create_model("cswin_t").eval()(torch.randn(1, 3, *size)).shape == (1, 1000)
+
+
+def test_dense_backbone_odd_size_maps():
+    with torch.no_grad():
+        maps = create_model("cswin_t_backbone").eval()(torch.randn(1, 3, 97, 131))
+    assert [tuple(m.shape) for m in maps] == [(1, 64, 24, 33), (1, 128, 12, 17), (1, 256, 6, 9), (1, 512, 3, 5)]
+    assert all(torch.isfinite(m).all() for m in maps)
+
+
+@pytest.mark.parametrize("name,size,classes", [
+    ("cswin_t_seg_ade20k", (97, 131), 150),
+    ("cswin_t_seg_cityscapes", (64, 96), 19),
+])
+def test_seg_logits_at_input_size(name, size, classes):
+    with torch.no_grad():
+        assert create_model(name).eval()(torch.randn(1, 3, *size)).shape == (1, classes, *size)
+
+
+def test_stripes_zero_pad_evenly_like_the_official_dense_code():
+    """12 rows in stripes of 7: one zero row on top and one below (top = pad // 2), then cropped back."""
+    torch.manual_seed(0)
+    attn = LePEAttention(32, 2, split_size=7, stripe="horizontal").eval()
+    q, k, v = (torch.randn(1, 32, 12, 9) for _ in range(3))
+    with torch.no_grad():
+        out = attn(q, k, v)
+        by_hand = attn(*(F.pad(t, (0, 0, 1, 1)) for t in (q, k, v)))[:, :, 1:13]
+        pad_below = attn(*(F.pad(t, (0, 0, 0, 2)) for t in (q, k, v)))[:, :, :12]
+    assert out.shape == (1, 32, 12, 9)
+    torch.testing.assert_close(out, by_hand, rtol=0, atol=0)
+    assert not torch.allclose(out, pad_below)  # where the zeros go matters
+
+
+@pytest.mark.parametrize("name", ["cswin_t_seg_ade20k", "cswin_t"])
+def test_state_dict_round_trip(name):
+    torch.manual_seed(0)
+    source = create_model(name).eval()
+    with torch.no_grad():
+        for module in source.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-1, 1)
+                module.running_var.uniform_(0.5, 2)
+    buffer = io.BytesIO()
+    torch.save(source.state_dict(), buffer)
+    buffer.seek(0)
+    torch.manual_seed(1)
+    target = create_model(name).eval()
+    target.load_state_dict(torch.load(buffer), strict=True)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(source(x), target(x))
