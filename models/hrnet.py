@@ -344,8 +344,8 @@ _CLS_CODE = "HRNet/HRNet-Image-Classification@f760c988482cdb8a1f69b10b219d669721
 _SEG_CODE = "HRNet/HRNet-Semantic-Segmentation@0bbb2880446ddff2d78f8dd7e8c4c610151d5a51:lib/models/"
 _CLS_REF = "HRNet-Image-Classification README (HRNet-W{w}-C: {params}M params, {gflops} GFLOPs at 224x224)"
 _CLS_PUBLISHED = {"w18": (21.3, 3.99), "w32": (41.2, 8.31), "w48": (77.5, 16.1)}
-_SEG_REF = ("HRNet-Semantic-Segmentation README and Wang et al., TPAMI 2020 (Cityscapes HRNetV2-W48: 65.8M params, "
-            "696.2 GFLOPs at 1024x2048); HRViT paper (Gu et al., CVPR 2022) for the comparison")
+_SEG_REF = ("Wang et al., TPAMI 2020 (Cityscapes HRNetV2-W48: 65.8M params, 696.2 GFLOPs at 1024x2048, i.e. conv "
+            "MACs / 2^30); HRViT paper (Gu et al., CVPR 2022) for the comparison with HRNetV2+OCR")
 _KEYS_NOTE = ("Parameter names follow the official seg_hrnet*.py: backbone keys at the top level (conv1, layer1, "
               "transition*, stage*), head keys beside them, so official state dicts load with strict=True.")
 _CITYSCAPES_ALIGN = {"seg": False, "ocr": True}  # experiments/cityscapes/*.yaml: seg_hrnet sets False, OCR keeps True
