@@ -348,7 +348,6 @@ _SEG_REF = ("Wang et al., TPAMI 2020 (Cityscapes HRNetV2-W48: 65.8M params, 696.
             "MACs / 2^30); HRViT paper (Gu et al., CVPR 2022) for the comparison with HRNetV2+OCR")
 _KEYS_NOTE = ("Parameter names follow the official seg_hrnet*.py: backbone keys at the top level (conv1, layer1, "
               "transition*, stage*), head keys beside them, so official state dicts load with strict=True.")
-_CITYSCAPES_ALIGN = {"seg": False, "ocr": True}  # experiments/cityscapes/*.yaml: seg_hrnet sets False, OCR keeps True
 
 
 def _hrnet_notes(variant: str) -> str:
@@ -384,7 +383,8 @@ def _register(variant: str) -> None:
 
     for dataset, data in _DATASETS.items():
         num_classes = data["num_classes"]
-        seg_align = _CITYSCAPES_ALIGN["seg"] if dataset == "cityscapes" else True
+        # the Cityscapes seg_hrnet configs set ALIGN_CORNERS False; the ADE20K and all OCR configs keep the default True
+        seg_align = dataset != "cityscapes"
 
         def seg(num_classes=num_classes, align_corners=seg_align, **overrides) -> nn.Module:
             return HRNetV2Seg(**dict(cfg, num_classes=num_classes, align_corners=align_corners, **overrides))
