@@ -126,7 +126,7 @@ class FlattenTokens(nn.Module):
         return x.flatten(2).transpose(1, 2)
 
 
-class Merge_Block(nn.Module):  # noqa: N801 - the official module name
+class MergeBlock(nn.Module):
     """3x3 stride-2 conv between stages, then LayerNorm."""
 
     def __init__(self, dim: int, dim_out: int):
@@ -158,7 +158,7 @@ class _CSWinStages(nn.Module):
         for i, (dim, depth, heads, split, whole) in enumerate(
                 zip(self.dims, depths, num_heads, split_sizes, whole_map), start=1):
             if i > 1:
-                self.add_module(f"merge{i - 1}", Merge_Block(self.dims[i - 2], dim))
+                self.add_module(f"merge{i - 1}", MergeBlock(self.dims[i - 2], dim))
             self.add_module(f"stage{i}", nn.ModuleList(
                 CSWinBlock(dim, heads, split, mlp_ratio, qkv_bias, next(dpr), whole_map=whole) for _ in range(depth)
             ))
@@ -246,7 +246,7 @@ def _register_variant(variant: str) -> None:
     register_model(
         name=f"cswin_{variant}", task="classification", dataset="imagenet", num_classes=1000,
         input_size=(224, 224), official_code=_CLS_CODE, reference=f"{_PAPER}; README (cls224 params/FLOPs)",
-        input_multiple=32, **shared,
+        **shared,
         notes="Official classifier names (norm, head). The official model only takes img_size inputs; this one "
               "takes any size by zero-padding maps to the stripe width like the dense code (no effect at 224).",
     )(classifier)
