@@ -274,7 +274,7 @@ def _register_variant(variant: str) -> None:
         register_model(
             name=f"cswin_{variant}_{suffix}", task="segmentation", dataset=dataset, num_classes=classes,
             input_size=size, paper_inputs=inputs, official_code=_DENSE_CODE,
-            reference="Gu et al., HRViT, CVPR 2022 (CSWin with a SegFormer head, Tables 2-3)", **shared,
+            reference="Gu et al., HRViT, CVPR 2022 (its CSWin + SegFormer-head rows on ADE20K and Cityscapes)", **shared,
             notes=f"No official CSWin+SegFormer code exists. Ours: the dense backbone with models.heads."
                   f"SegformerHead configured as the HRViT repository does ({_HEAD_CODE}: mlp_norm=False, "
                   f"mlp_act=False, dropout 0.1), channels {head_channels} (256 for T, 768 for S/B, pairing head "

@@ -285,7 +285,7 @@ def _register_variant(variant: str) -> None:
     register_model(
         name=f"mit_{variant}_backbone", task="backbone", input_size=(512, 512),
         paper_inputs=((512, 512), (1024, 1024)), official_code=_BACKBONE_CODE,
-        reference=f"{_PAPER} (encoder parameter counts, Table 1)", **shared,
+        reference=f"{_PAPER} (encoder sizes; no backbone-alone FLOPs published)", **shared,
         notes="Four maps at strides 4-32 after norm1..norm4; any input size works (padded overlapping convs).",
     )(backbone)
 
@@ -299,7 +299,7 @@ def _register_variant(variant: str) -> None:
         register_model(
             name=f"mit_{variant}_{suffix}", task="segmentation", dataset=dataset, num_classes=classes,
             input_size=size, paper_inputs=inputs, official_code=_HEAD_CODE,
-            reference=f"{_PAPER}, Table 2 (published params/FLOPs: ADE20K at 512, B5 at 640; Cityscapes)",
+            reference=f"{_PAPER}, comparison with the state of the art (params/FLOPs: ADE20K at 512, B5 at 640; Cityscapes)",
             **shared,
             notes=f"{note} SegFormer head with embed_dim {MIT_CONFIGS[variant]['decoder_dim']} (local_configs/"
                   "segformer); keys backbone.* and decode_head.*; the unused conv_seg (128 -> classes) of "
