@@ -223,7 +223,8 @@ _CSWIN_SHARED = dict(split_sizes=[1, 2, 7, 7], mlp_ratio=4.0)
 _COMMIT = "f111ae2f771df32006e7afd7916835dd67d4cb9d"
 _CLS_CODE = f"microsoft/CSWin-Transformer@{_COMMIT}:models/cswin.py"
 _DENSE_CODE = f"microsoft/CSWin-Transformer@{_COMMIT}:segmentation/backbone/cswin_transformer.py"
-_HEAD_CODE = "facebookresearch/HRViT@6a63b5bc829b711073019cffdcc9beb6e81547a9:segmentation/mmseg/models/decode_heads/segformer_head.py"
+_HRVIT_COMMIT = "6a63b5bc829b711073019cffdcc9beb6e81547a9"
+_HEAD_CODE = f"facebookresearch/HRViT@{_HRVIT_COMMIT}:segmentation/mmseg/models/decode_heads/segformer_head.py"
 _PAPER = "Dong et al., CSWin Transformer, CVPR 2022"
 _SEG_TASKS = {
     "seg_ade20k": ("ade20k", 150, (512, 512), ((512, 512),)),
@@ -274,7 +275,8 @@ def _register_variant(variant: str) -> None:
         register_model(
             name=f"cswin_{variant}_{suffix}", task="segmentation", dataset=dataset, num_classes=classes,
             input_size=size, paper_inputs=inputs, official_code=_DENSE_CODE,
-            reference="Gu et al., HRViT, CVPR 2022 (its CSWin + SegFormer-head rows on ADE20K and Cityscapes)", **shared,
+            reference="Gu et al., HRViT, CVPR 2022 (its CSWin + SegFormer-head rows, ADE20K and Cityscapes)",
+            **shared,
             notes=f"No official CSWin+SegFormer code exists. Ours: the dense backbone with models.heads."
                   f"SegformerHead configured as the HRViT repository does ({_HEAD_CODE}: mlp_norm=False, "
                   f"mlp_act=False, dropout 0.1), channels {head_channels} (256 for T, 768 for S/B, pairing head "

@@ -299,7 +299,7 @@ def _register_variant(variant: str) -> None:
         register_model(
             name=f"mit_{variant}_{suffix}", task="segmentation", dataset=dataset, num_classes=classes,
             input_size=size, paper_inputs=inputs, official_code=_HEAD_CODE,
-            reference=f"{_PAPER}, comparison with the state of the art (params/FLOPs: ADE20K at 512, B5 at 640; Cityscapes)",
+            reference=f"{_PAPER}, state-of-the-art comparison (ADE20K at 512, B5 at 640; Cityscapes)",
             **shared,
             notes=f"{note} SegFormer head with embed_dim {MIT_CONFIGS[variant]['decoder_dim']} (local_configs/"
                   "segformer); keys backbone.* and decode_head.*; the unused conv_seg (128 -> classes) of "

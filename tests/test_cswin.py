@@ -20,7 +20,9 @@ OFFICIAL_CLS_PARAMS = {"t": 22_320_552, "s": 34_643_304, "b": 77_382_184}
 OFFICIAL_DENSE_PARAMS = {"t": 21_808_448, "s": 34_131_200, "b": 76_614_528}
 # sha256 (first 16 hex) of the sorted "key:shape" lines of the official state dict, and its number of entries.
 OFFICIAL_CLS_LAYOUTS = {"t": ("24df181b8272fa30", 418), "s": ("ae7e385b22257aca", 656), "b": ("91aded48435fbadf", 656)}
-OFFICIAL_DENSE_LAYOUTS = {"t": ("4406f390c583c1ea", 422), "s": ("f3818b8f73dbcd8d", 660), "b": ("86e55931457311f5", 660)}
+OFFICIAL_DENSE_LAYOUTS = {
+    "t": ("4406f390c583c1ea", 422), "s": ("f3818b8f73dbcd8d", 660), "b": ("86e55931457311f5", 660),
+}
 # CSWin-T built with img_size=112: stage 3's 7x7 map equals its stripe width, so it attends over the whole map.
 OFFICIAL_CLS_T_112_LAYOUT = ("91395f2b94cf581f", 376)
 HEAD_CHANNELS = {"t": 256, "s": 768, "b": 768}
