@@ -70,7 +70,10 @@ class Engine(str, Enum):
     fvcore = "fvcore"
 
 
-ModelOpt = Annotated[list[str], typer.Option("--model", "-m", help="Model name or glob pattern; repeatable.")]
+ModelOpt = Annotated[
+    list[str], typer.Option("--model", "-m", help="Model name or glob pattern; repeatable. Default: hrvit_b1.")
+]
+DEFAULT_MODELS = ["hrvit_b1"]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of tables.")]
 CsvOpt = Annotated[bool, typer.Option("--csv", help="Print CSV on stdout instead of tables.")]
 
@@ -136,7 +139,7 @@ def list_models(
 
 @command
 def params(
-    model: ModelOpt,
+    model: ModelOpt = DEFAULT_MODELS,
     depth: Annotated[int, typer.Option(min=0, help="Break down to modules this many levels deep.")] = 1,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
@@ -151,7 +154,7 @@ def params(
 
 @command
 def flops(
-    model: ModelOpt,
+    model: ModelOpt = DEFAULT_MODELS,
     input: Annotated[Optional[str], typer.Option("--input", "-i", help="HxW; default: the model's own.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward.")] = 1,
     by: Annotated[By, typer.Option(help="Break down by operator or by module.")] = By.operator,
@@ -182,6 +185,55 @@ def flops(
         ),
         as_json or as_csv,
     )
+    _emit(results, as_json, as_csv)
+
+
+@command
+def latency(
+    model: ModelOpt,
+    device: Annotated[str, typer.Option(help="cpu or cuda (cuda:N for another GPU).")] = "cpu",
+    input: Annotated[
+        Optional[str], typer.Option("--input", "-i", help="HxW, or a comma list to sweep; default: the model's own.")
+    ] = None,
+    batch_size: Annotated[str, typer.Option("--batch-size", "-b", help="Images per forward, or a comma list to sweep.")] = "1",
+    dtype: Annotated[str, typer.Option(help="fp32, fp16 or bf16 (weights and input).")] = "fp32",
+    channels_last: Annotated[bool, typer.Option("--channels-last", help="NHWC memory format.")] = False,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile (inductor), compiled in the warm-up.")] = False,
+    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="Replay one captured CUDA graph per call.")] = False,
+    warmup: Annotated[int, typer.Option(help="Untimed calls before timing.")] = 5,
+    iters: Annotated[Optional[int], typer.Option(help="Timed calls (default: --min-time 1).")] = None,
+    min_time: Annotated[
+        Optional[float], typer.Option("--min-time", help="Time calls until this many seconds (at least 5 calls).")
+    ] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads, pinned (default: torch's current count).")] = None,
+    cross_check: Annotated[
+        bool, typer.Option("--cross-check", help="Also time with torch.utils.benchmark's blocked_autorange.")
+    ] = False,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+):
+    """Latency per forward (median, p90, p99, IQR, CV), throughput, memory and achieved TFLOP/s, with the machine."""
+    from . import latency as harness
+
+    settings = harness.LatencySettings(
+        device=device, dtype=dtype, channels_last=channels_last, compile=compile, cuda_graphs=cuda_graphs,
+        warmup=warmup, iters=iters, min_time=min_time, threads=threads, cross_check=cross_check,
+    )
+    sizes, batch_sizes = harness.parse_sizes(input), harness.parse_batch_sizes(batch_size)
+    names = [i.name for i in zoo.resolve(model)]
+
+    def warn(message: str) -> None:
+        output.err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+
+    if as_json or as_csv:
+        results = harness.run(names, sizes, batch_sizes, settings, warn=warn)
+    else:
+        with Progress(console=output.err_console, transient=True) as bar:
+            task = bar.add_task("latency", total=None)
+            results = harness.run(
+                names, sizes, batch_sizes, settings, warn=warn,
+                progress=lambda done, total, label: bar.update(task, completed=done, total=total, description=label),
+            )
     _emit(results, as_json, as_csv)
 
 

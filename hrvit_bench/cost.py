@@ -23,8 +23,9 @@ class ParamReport:
     model: str
     total: int
     trainable: int
-    unused: int
-    uncalled_modules: list[str]
+    unused: int  # parameters forward never reads
+    unused_names: list[str]
+    uncalled_modules: list[str]  # fvcore's notion, for comparison
     by_module: dict[str, int]  # module -> parameters it and its children own, to the requested depth
     depth: int
 
@@ -38,6 +39,7 @@ class ParamReport:
             total=count.params,
             trainable=count.trainable_params,
             unused=count.unused_params,
+            unused_names=count.unused_parameter_names,
             uncalled_modules=count.uncalled_modules,
             by_module=module_parameters(model, depth),
             depth=depth,
@@ -49,6 +51,7 @@ class ParamReport:
             "params": self.total,
             "trainable_params": self.trainable,
             "unused_params": self.unused,
+            "unused_parameter_names": self.unused_names,
             "uncalled_modules": self.uncalled_modules,
             "depth": self.depth,
             "by_module": self.by_module,
@@ -69,10 +72,10 @@ class ParamReport:
         for name, n in self.by_module.items():
             modules.add_row(name or "(total)", f"{n:,}", f"{100 * n / max(self.total, 1):.1f}%")
         tables = [summary, modules]
-        if self.uncalled_modules:
-            unused = Table(title="modules whose parameters forward never uses")
-            unused.add_column("module")
-            for m in self.uncalled_modules:
+        if self.unused_names:
+            unused = Table(title="parameters forward never reads")
+            unused.add_column("parameter")
+            for m in self.unused_names:
                 unused.add_row(m)
             tables.append(unused)
         return tables

@@ -187,7 +187,28 @@ def _op_name(func) -> str:
     return getattr(func, "__name__", None) or str(func)
 
 
-class _ShapeCountingMode(TorchFunctionMode):
+class _ParameterReads(TorchFunctionMode):
+    """Records every parameter a torch call reads: a model may use a layer's weight without calling the layer
+    (fused or split products), which fvcore's "uncalled modules" would misreport as unused."""
+
+    def __init__(self):
+        super().__init__()
+        self.read: set[int] = set()
+
+    def _note_reads(self, args, kwargs):
+        for arg in (*args, *kwargs.values()):
+            if isinstance(arg, nn.Parameter):
+                self.read.add(id(arg))
+            elif isinstance(arg, (list, tuple)):
+                self.read.update(id(a) for a in arg if isinstance(a, nn.Parameter))
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        self._note_reads(args, kwargs)
+        return func(*args, **kwargs)
+
+
+class _ShapeCountingMode(_ParameterReads):
     """Applies RULES to each Python-level torch call, attributing MACs to the innermost running module."""
 
     def __init__(self, scope: list[str]):
@@ -198,6 +219,7 @@ class _ShapeCountingMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        self._note_reads(args, kwargs)
         out = func(*args, **kwargs)
         rule = RULES.get(func)
         counted = rule(args, kwargs, out) if rule is not None else None
@@ -252,7 +274,7 @@ def _count_meta(model: nn.Module, inputs: tuple) -> "_RawCounts":
         model(*inputs)
     names = [n for n, _ in model.named_modules()]
     uncalled = {n for n in names if n and n not in called}
-    return _RawCounts(_roll_up(mode.macs, names), _roll_up(mode.uncounted, names)[""], uncalled)
+    return _RawCounts(_roll_up(mode.macs, names), _roll_up(mode.uncounted, names)[""], uncalled, mode.read)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -301,17 +323,19 @@ def _count_fvcore(model: nn.Module, inputs: tuple) -> "_RawCounts":
 
         analysis = FlopCountAnalysis(model, inputs).set_op_handle(**EXTRA_FVCORE_HANDLES)
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-        by_module = {name: Counter(ops) for name, ops in analysis.by_module_and_operator().items()}
+        with _ParameterReads() as reads:  # the trace runs here, lazily
+            by_module = {name: Counter(ops) for name, ops in analysis.by_module_and_operator().items()}
         unsupported = Counter(analysis.unsupported_ops())
         uncalled = set(analysis.uncalled_modules())
-    return _RawCounts(by_module, unsupported, uncalled)
+    return _RawCounts(by_module, unsupported, uncalled, reads.read)
 
 
 @dataclass
 class _RawCounts:
     by_module: dict[str, Counter]  # module name -> operator -> MACs, rolled up ("" is the whole model)
     uncounted_ops: Counter  # operator -> calls that no rule counts
-    uncalled_modules: set[str]
+    uncalled_modules: set[str]  # fvcore's notion: modules whose forward never ran
+    read_parameters: set[int]  # ids of the parameters forward read
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -327,10 +351,11 @@ class MacCount:
     engine: str
     params: int
     trainable_params: int
-    unused_params: int
+    unused_params: int  # parameters forward never reads
     by_module: dict[str, dict[str, int]]
     uncounted_ops: dict[str, int]
-    uncalled_modules: list[str] = field(default_factory=list)
+    unused_parameter_names: list[str] = field(default_factory=list)
+    uncalled_modules: list[str] = field(default_factory=list)  # fvcore's: modules with parameters never called
 
     @property
     def by_operator(self) -> dict[str, int]:
@@ -362,6 +387,7 @@ class MacCount:
             "params": self.params,
             "trainable_params": self.trainable_params,
             "unused_params": self.unused_params,
+            "unused_parameter_names": self.unused_parameter_names,
             "macs_by_operator": self.by_operator,
             "flops": self.conventions(conventions),
             "uncounted_ops": dict(self.uncounted_ops),
@@ -375,14 +401,9 @@ def parameter_counts(model: nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
 
 
-def unused_parameter_count(model: nn.Module, uncalled: set[str]) -> int:
-    """Parameters owned by modules whose forward never ran (fvcore's uncalled modules)."""
-    return sum(
-        p.numel()
-        for name, module in model.named_modules()
-        if name in uncalled
-        for p in module.parameters(recurse=False)
-    )
+def unread_parameters(model: nn.Module, read: set[int]) -> dict[str, int]:
+    """Name -> size of each parameter that forward never read."""
+    return {name: p.numel() for name, p in model.named_parameters() if id(p) not in read}
 
 
 def owners_of_parameters(model: nn.Module, uncalled: set[str]) -> list[str]:
@@ -406,14 +427,17 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...], *, engine: str = 
     else:
         raw = _count_fvcore(model, (torch.zeros(input_shape),))
     by_module = {n: {op: int(v) for op, v in ops.items() if v} for n, ops in raw.by_module.items()}
+    counted_model = meta_model if engine == "meta" else model
+    unread = unread_parameters(counted_model, raw.read_parameters)
     return MacCount(
         model=name,
         input_shape=tuple(input_shape),
         engine=engine,
         params=params,
         trainable_params=trainable,
-        unused_params=unused_parameter_count(model, raw.uncalled_modules),
+        unused_params=sum(unread.values()),
         by_module=by_module,
         uncounted_ops=dict(raw.uncounted_ops),
+        unused_parameter_names=sorted(unread),
         uncalled_modules=owners_of_parameters(model, raw.uncalled_modules),
     )

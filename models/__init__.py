@@ -6,6 +6,7 @@ Nothing here imports ``hrvit_bench``: the models know nothing of benchmarking.
 from importlib import import_module
 
 from ._registry import (
+    TASKS,
     ModelInfo,
     UnknownModelError,
     close_matches,
@@ -23,6 +24,7 @@ for _module in FAMILY_MODULES:
     import_module(f"{__name__}.{_module}")
 
 __all__ = [
+    "TASKS",
     "ModelInfo",
     "UnknownModelError",
     "close_matches",

@@ -1,0 +1,21 @@
+"""Shared fixtures: a toy model registered for the duration of a test."""
+import pytest
+
+import models
+from toy import ToyNet
+
+
+@pytest.fixture
+def toy_model():
+    name = "toy_convnet"
+
+    @models.register_model(
+        family="toy", variant="t", task="classification", dataset="imagenet", num_classes=10,
+        input_size=(32, 48), reference="hand arithmetic", official_code="tests/conftest.py",
+        input_multiple=2, name=name,
+    )
+    def _build(**overrides):
+        return ToyNet(**overrides)
+
+    yield name
+    models.unregister_model(name)

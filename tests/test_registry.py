@@ -1,0 +1,51 @@
+"""The model registry: names, metadata, duplicates, close matches."""
+import pytest
+
+import models
+from models import TASKS, UnknownModelError
+
+
+def test_names_are_lower_case_and_unique():
+    names = models.list_models()
+    assert len(names) == len(set(names))
+    assert all(n == n.lower() for n in names)
+
+
+def test_every_model_has_complete_metadata():
+    for name in models.list_models():
+        info = models.model_info(name)
+        assert info.task in TASKS
+        assert info.reference and info.official_code
+        assert info.input_size in info.paper_inputs
+        if info.task == "backbone":
+            assert info.num_classes is None
+        else:
+            assert info.num_classes in (1000, 150, 19)
+            assert {1000: "imagenet", 150: "ade20k", 19: "cityscapes"}[info.num_classes] == info.dataset
+
+
+def test_every_family_in_every_task():
+    for family in ("hrvit", "mit", "cswin", "hrnet"):
+        tasks = {models.model_info(n).task for n in models.list_models(family=family)}
+        assert tasks == set(TASKS), family
+    assert {models.model_info(n).task for n in models.list_models(family="hrnet_vit")} >= {"segmentation", "backbone"}
+
+
+def test_registering_a_name_twice_is_an_error(toy_model):
+    with pytest.raises(ValueError, match="already registered"):
+        models.register_model(
+            family="toy", variant="t", task="backbone", input_size=(8, 8), reference="-", official_code="-",
+            name=toy_model,
+        )(lambda: None)
+
+
+def test_unknown_name_lists_close_matches():
+    with pytest.raises(UnknownModelError) as err:
+        models.create_model("hrvit_b4")
+    assert "hrvit_b1" in err.value.suggestions
+    assert "did you mean" in str(err.value)
+
+
+def test_toy_model_is_listed_and_built_with_overrides(toy_model):
+    assert toy_model in models.list_models("toy_*")
+    assert models.create_model(toy_model, num_classes=3).fc.out_features == 3
