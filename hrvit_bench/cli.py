@@ -190,7 +190,7 @@ def flops(
 
 @command
 def latency(
-    model: ModelOpt,
+    model: ModelOpt = DEFAULT_MODELS,
     device: Annotated[str, typer.Option(help="cpu or cuda (cuda:N for another GPU).")] = "cpu",
     input: Annotated[
         Optional[str], typer.Option("--input", "-i", help="HxW, or a comma list to sweep; default: the model's own.")

@@ -293,7 +293,6 @@ def time_calls(
         return len(samples) < MIN_SAMPLES or sum(samples) < budget_ms
 
     samples: list[float] = []
-    gc.collect()
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -591,7 +590,8 @@ def measure_point(
     if meta_model is not None:
         point.flops = count_macs(meta_model, shape, engine="meta").total(FLOPS)
     del x, step
-    _free_memory(device)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the next point's reserved-memory peak starts from its own weights
     return point
 
 

@@ -1,0 +1,352 @@
+"""The latency harness: statistics, call counts, pinned threads, OOM in a sweep, usage errors, output keys.
+
+No timing number is asserted: a shared CI machine makes them noise. Toy models keep every test fast.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+import models
+from hrvit_bench import cli, latency, zoo
+from hrvit_bench.environment import Environment
+from hrvit_bench.errors import UsageError
+from hrvit_bench.latency import LatencySettings, LatencyStats
+
+runner = CliRunner()
+
+TOY = "toy_latency_conv"
+TOY_OOM = "toy_latency_oom"
+
+
+class ToyConv(nn.Module):
+    """One 1x1 conv, 3 -> 4 channels: 12 MACs per pixel per image, the only counted operator.
+
+    Raises ``oom_error`` when called with ``oom_batch`` images, as an allocator would.
+    """
+
+    def __init__(self, oom_batch: int | None = None, oom_error: BaseException | None = None):
+        super().__init__()
+        self.proj = nn.Conv2d(3, 4, 1, bias=False)
+        self.oom_batch, self.oom_error = oom_batch, oom_error
+
+    def forward(self, x):
+        if x.shape[0] == self.oom_batch and not x.is_meta:
+            raise self.oom_error
+        return self.proj(x)
+
+
+built: list[ToyConv] = []
+
+
+def _register(name: str, **kwargs):
+    def build(**overrides):
+        model = ToyConv(**{**kwargs, **overrides})
+        model.calls, model.threads_seen = 0, set()
+
+        def count(module, inputs):
+            if not inputs[0].is_meta:  # the FLOP count's meta forward is not a timed call
+                module.calls += 1
+                module.threads_seen.add(torch.get_num_threads())
+
+        model.register_forward_pre_hook(count)
+        built.append(model)
+        return model
+
+    models.register_model(
+        family="toy", variant="t", task="backbone", input_size=(16, 16), reference="test",
+        official_code="none", input_multiple=1, name=name,
+    )(build)
+
+
+@pytest.fixture
+def toy():
+    built.clear()
+    _register(TOY)
+    yield TOY
+    models.unregister_model(TOY)
+
+
+OOM_ERRORS = {
+    "cuda": torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    "memory_error": MemoryError(),
+    "cpu_allocator": RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1073741824 bytes"),
+}
+
+
+@pytest.fixture(params=sorted(OOM_ERRORS))
+def toy_oom(request):
+    _register(TOY_OOM, oom_batch=2, oom_error=OOM_ERRORS[request.param])
+    yield TOY_OOM
+    models.unregister_model(TOY_OOM)
+
+
+def _run_cli(*args: str):
+    return runner.invoke(cli.app, ["latency", *args])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Statistics.
+
+
+def test_stats_by_hand():
+    stats = LatencyStats.from_samples([1.0, 2.0, 3.0, 4.0, 100.0])
+    # linear interpolation between order statistics: rank q * (n - 1)
+    assert stats.median_ms == 3.0
+    assert stats.p90_ms == pytest.approx(4.0 + 0.6 * 96.0)
+    assert stats.p99_ms == pytest.approx(4.0 + 0.96 * 96.0)
+    assert stats.iqr_ms == pytest.approx(4.0 - 2.0)
+    assert stats.mean_ms == pytest.approx(22.0)
+    std = math.sqrt((21**2 + 20**2 + 19**2 + 18**2 + 78**2) / 4)  # sample std, n - 1
+    assert stats.std_ms == pytest.approx(std)
+    assert stats.cv == pytest.approx(std / 22.0)
+    assert (stats.n, stats.min_ms, stats.max_ms) == (5, 1.0, 100.0)
+
+
+def test_stats_against_numpy():
+    samples = np.random.default_rng(0).lognormal(mean=3.0, sigma=0.3, size=257)
+    stats = LatencyStats.from_samples(samples.tolist())
+    q25, q50, q75, q90, q99 = np.percentile(samples, [25, 50, 75, 90, 99])
+    assert stats.median_ms == pytest.approx(q50)
+    assert stats.p90_ms == pytest.approx(q90)
+    assert stats.p99_ms == pytest.approx(q99)
+    assert stats.iqr_ms == pytest.approx(q75 - q25)
+    assert stats.cv == pytest.approx(np.std(samples, ddof=1) / np.mean(samples))
+    assert list(stats.samples_ms) == pytest.approx(samples.tolist())
+
+
+def test_single_sample_has_no_spread():
+    stats = LatencyStats.from_samples([7.5])
+    assert (stats.median_ms, stats.p99_ms, stats.std_ms, stats.iqr_ms, stats.cv) == (7.5, 7.5, 0.0, 0.0, 0.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The harness.
+
+
+def test_time_calls_counts_warmup_and_timed_calls():
+    calls = []
+    samples = latency.time_calls(lambda: calls.append(1), torch.device("cpu"), warmup=3, iters=7)
+    assert len(calls) == 10 and len(samples) == 7
+    assert all(s >= 0 for s in samples)
+
+
+def test_min_time_takes_at_least_the_minimum_samples():
+    samples = latency.time_calls(lambda: None, torch.device("cpu"), warmup=0, min_time=1e-9)
+    assert len(samples) == latency.MIN_SAMPLES
+
+
+def test_run_calls_model_warmup_plus_iters_with_pinned_threads(toy):
+    before = torch.get_num_threads()
+    wanted = 2 if before == 1 else 1
+    settings = LatencySettings(warmup=2, iters=5, threads=wanted)
+    [report] = latency.run([toy], [(16, 16), (8, 8)], [1, 3], settings)
+    [timed] = [m for m in built if not next(m.parameters()).is_meta]
+    assert timed.calls == 4 * (2 + 5)  # four sweep points
+    assert timed.threads_seen == {wanted}
+    assert torch.get_num_threads() == before  # restored afterwards
+    assert report.environment.threads == wanted and report.settings.threads == wanted
+    assert [(p.input_size, p.batch_size) for p in report.points] == [
+        ((16, 16), 1), ((16, 16), 3), ((8, 8), 1), ((8, 8), 3)]
+    for p in report.points:
+        assert p.status == "ok" and p.stats.n == 5
+        h, w = p.input_size
+        assert p.flops == 2 * p.batch_size * 4 * 3 * h * w  # 2 x MACs of the 1x1 conv
+        assert p.achieved_tflops == pytest.approx(p.flops / (p.stats.median_ms / 1e3) / 1e12)
+        assert p.throughput == pytest.approx(p.batch_size * 1e3 / p.stats.median_ms)
+        assert p.memory["process_peak_rss"] > 0
+        assert p.peak_fraction is None  # no GPU peak on CPU
+
+
+def test_oom_in_sweep_is_reported_and_sweep_goes_on(toy_oom):
+    [report] = latency.run([toy_oom], [None], [1, 2, 3], LatencySettings(warmup=1, iters=2))
+    assert [p.status for p in report.points] == ["ok", "oom", "ok"]
+    oom = report.points[1]
+    assert oom.stats is None and oom.flops is None and oom.error
+    assert report.points[2].stats.n == 2
+    assert "OOM" in "".join(str(cell) for col in report.tables()[0].columns for cell in col._cells)
+
+
+def test_other_errors_are_not_swallowed_as_oom():
+    name = "toy_latency_bug"
+    _register(name, oom_batch=1, oom_error=RuntimeError("shape mismatch"))
+    try:
+        with pytest.raises(RuntimeError, match="shape mismatch"):
+            latency.run([name], [None], [1], LatencySettings(warmup=1, iters=1))
+    finally:
+        models.unregister_model(name)
+
+
+def test_cross_check_puts_timer_median_beside_ours(toy):
+    [report] = latency.run([toy], [None], [1], LatencySettings(warmup=1, iters=3, cross_check=True))
+    point = report.points[0]
+    assert point.reference_median_ms > 0
+    assert point.reference_ratio == pytest.approx(point.stats.median_ms / point.reference_median_ms)
+
+
+@pytest.mark.parametrize(
+    "device_name, label",
+    [
+        ("NVIDIA H100 80GB HBM3", "H100 SXM"),
+        ("NVIDIA H100 PCIe", "H100 PCIe"),
+        ("NVIDIA H200", "H200 SXM"),
+        ("NVIDIA A100-SXM4-80GB", "A100"),
+        ("NVIDIA A100 80GB PCIe", "A100"),
+        ("NVIDIA A10", "A10"),
+        ("NVIDIA L4", "L4"),
+        ("Tesla V100-SXM2-16GB", "V100 SXM2"),
+        ("Tesla V100-PCIE-32GB", "V100 PCIe"),
+        ("NVIDIA GeForce RTX 4090", "RTX 4090"),
+        ("NVIDIA A10G", None),
+        ("NVIDIA L40S", None),
+        ("NVIDIA H100 NVL", None),
+        ("NVIDIA GH200 480GB", None),
+    ],
+)
+def test_gpu_peak_table_matches_device_names(device_name, label):
+    peak = latency.gpu_peak(device_name)
+    assert (peak.label if peak else None) == label
+
+
+def test_fp32_uses_tf32_peak_only_when_allowed():
+    assert latency.peak_key("fp32", matmul_allow_tf32=False) == "fp32"
+    assert latency.peak_key("fp32", matmul_allow_tf32=True) == "tf32"
+    assert latency.peak_key("bf16", matmul_allow_tf32=True) == "bf16"
+
+
+def test_environment_block():
+    env = Environment.capture("cpu", "bf16").to_dict()
+    assert env["torch_version"] == torch.__version__
+    assert env["threads"] == torch.get_num_threads()
+    assert env["dtype"] == "bf16" and env["device"] == "cpu"
+    for key in ("cpu_model", "cuda_matmul_allow_tf32", "cudnn_allow_tf32", "float32_matmul_precision",
+                "cudnn_benchmark", "load_average", "driver_version"):
+        assert key in env
+    json.dumps(env)
+
+
+def test_fp16_on_cpu_is_refused_where_kernels_are_missing(monkeypatch):
+    def missing(*args, **kwargs):
+        raise RuntimeError("\"slow_conv2d_cpu\" not implemented for 'Half'")
+
+    monkeypatch.setattr(torch.nn.functional, "conv2d", missing)
+    with pytest.raises(UsageError, match="fp16 does not run on CPU"):
+        latency.preflight(LatencySettings(dtype="fp16"))
+
+
+def test_fp16_on_cpu_warns_where_it_runs():
+    [warning] = latency.preflight(LatencySettings(dtype="fp16"))  # torch >= 2.1 has CPU fp16 kernels
+    assert "fp16" in warning
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The command line.
+
+
+def _refuse_build(monkeypatch):
+    def build(*args, **kwargs):
+        raise AssertionError("no model may be built")
+
+    monkeypatch.setattr(zoo, "build", build)
+
+
+def test_cuda_without_gpu_exits_2_before_building(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    _refuse_build(monkeypatch)
+    result = _run_cli("-m", "hrvit_b1", "--device", "cuda")
+    assert result.exit_code == 2
+    [line] = result.output.strip().splitlines()
+    assert "cuda" in line.lower() and "error" in line
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--iters", "0"], "--iters"),
+        (["--threads", "0"], "--threads"),
+        (["--warmup", "-1"], "--warmup"),
+        (["--batch-size", "0"], "batch size"),
+        (["--batch-size", "1,-2"], "batch size"),
+        (["--input", "-64x64"], "input size"),
+        (["--input", "0x64"], "input size"),
+        (["--iters", "3", "--min-time", "1"], "not both"),
+        (["--min-time", "0"], "--min-time"),
+        (["--dtype", "fp8"], "dtype"),
+        (["--cuda-graphs"], "--cuda-graphs"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(monkeypatch, args, message):
+    _refuse_build(monkeypatch)
+    result = _run_cli("-m", "hrvit_b1", *args)
+    assert result.exit_code == 2, result.output
+    [line] = result.output.strip().splitlines()
+    assert message in line
+
+
+def test_compile_without_compiler_is_one_line_exit_2(monkeypatch):
+    import torch._inductor.cpp_builder as cpp_builder
+
+    def no_compiler():
+        raise RuntimeError("No working C++ compiler found in ('g++',)")
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", no_compiler)
+    _refuse_build(monkeypatch)
+    result = _run_cli("-m", "hrvit_b1", "--compile")
+    assert result.exit_code == 2
+    [line] = result.output.strip().splitlines()
+    assert "--compile cannot work here" in line and "C++ compiler" in line
+
+
+POINT_KEYS = {
+    "input_size", "batch_size", "status", "latency_ms", "throughput_images_per_s", "flops", "achieved_tflops",
+    "peak_tflops", "peak_fraction", "memory_bytes", "reference_median_ms", "reference_ratio", "error",
+}
+STAT_KEYS = {"n", "median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "iqr_ms", "cv", "min_ms", "max_ms",
+             "samples_ms"}
+
+
+def test_json_keys(toy):
+    result = _run_cli("-m", toy, "-b", "1,2", "--iters", "3", "--warmup", "1", "--threads", "1", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert set(data) == {"model", "settings", "environment", "flops_convention", "memory_note", "gpu_peak",
+                         "warnings", "points"}
+    assert data["model"] == toy
+    assert data["settings"]["threads"] == 1 and data["settings"]["iters"] == 3
+    assert data["environment"]["torch_version"] == torch.__version__
+    assert data["environment"]["threads"] == 1 and data["environment"]["dtype"] == "fp32"
+    assert [p["batch_size"] for p in data["points"]] == [1, 2]
+    for point in data["points"]:
+        assert set(point) == POINT_KEYS
+        assert set(point["latency_ms"]) == STAT_KEYS and len(point["latency_ms"]["samples_ms"]) == 3
+        assert set(point["memory_bytes"]) == {"process_peak_rss"}
+
+
+def test_csv_keys_and_sweep_over_models(toy, toy_oom):
+    result = _run_cli("-m", "toy_latency_*", "-i", "8x8,16x16", "-b", "1,2", "--iters", "2", "--warmup", "0",
+                      "--csv")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert len(rows) == 2 * 2 * 2
+    for key in ("model", "device", "dtype", "threads", "input", "batch_size", "status", "samples", "median_ms",
+                "p90_ms", "p99_ms", "mean_ms", "iqr_ms", "cv", "throughput_images_per_s", "flops",
+                "achieved_tflops", "process_peak_rss_bytes", "reference_median_ms", "env_torch_version",
+                "env_threads", "env_dtype", "env_cpu_model"):
+        assert key in rows[0], key
+    statuses = {(r["model"], r["input"], r["batch_size"]): r["status"] for r in rows}
+    assert statuses[(TOY_OOM, "8x8", "2")] == "oom" and statuses[(TOY_OOM, "16x16", "2")] == "oom"
+    assert statuses[(TOY_OOM, "16x16", "1")] == "ok" and statuses[(TOY, "16x16", "2")] == "ok"
+
+
+def test_table_output(toy_oom):
+    result = _run_cli("-m", toy_oom, "-b", "1,2", "--iters", "2", "--warmup", "1")
+    assert result.exit_code == 0, result.output
+    assert "OOM" in result.stdout and "median ms" in result.stdout and toy_oom in result.stdout
