@@ -124,22 +124,24 @@ def _to_tokens(x: torch.Tensor) -> torch.Tensor:
 
 
 class MixConv2d(nn.Module):
-    """Depthwise 3x3 on the first half of the channels, depthwise 5x5 on the second."""
+    """Depthwise 3x3 on the first half of the channels, depthwise 5x5 on the second.
+
+    Holds the two convs under the official names; ``MixCFN`` runs them on its two halves.
+    """
 
     def __init__(self, channels: int):
         super().__init__()
         half = channels // 2
-        self.split = (half, channels - half)
         self.conv_3 = nn.Conv2d(half, half, 3, padding=1, groups=half)
         self.conv_5 = nn.Conv2d(channels - half, channels - half, 5, padding=2, groups=channels - half)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x3, x5 = x.split(self.split, dim=1)
-        return torch.cat([self.conv_3(x3), self.conv_5(x5)], dim=1)
-
 
 class MixCFN(nn.Module):
-    """Linear, multi-scale depthwise conv, GELU, linear; ``mix_conv=False`` gives a plain MLP."""
+    """Linear, multi-scale depthwise conv, GELU, linear; ``mix_conv=False`` gives a plain MLP.
+
+    With the convs, fc1 and fc2 run as two half-width products each (the same MACs), so each conv reads and
+    writes whole channels-last maps and the halves are never split or concatenated.
+    """
 
     def __init__(self, dim: int, hidden: int, mix_conv: bool = True):
         super().__init__()
@@ -149,10 +151,13 @@ class MixCFN(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, H, W, C)
-        x = self.fc1(x)
-        if self.conv is not None:
-            x = _to_tokens(self.conv(_to_map(x)))
-        return self.fc2(self.act(x))
+        if self.conv is None:
+            return self.fc2(self.act(self.fc1(x)))
+        convs = (self.conv.conv_3, self.conv.conv_5)
+        widths = [conv.in_channels for conv in convs]
+        w1, b1, w2 = self.fc1.weight.split(widths), self.fc1.bias.split(widths), self.fc2.weight.split(widths, 1)
+        h3, h5 = (self.act(_to_tokens(conv(_to_map(F.linear(x, w, b))))) for conv, w, b in zip(convs, w1, b1))
+        return F.linear(h3, w2[0], self.fc2.bias) + F.linear(h5, w2[1])
 
 
 class DES(nn.Module):
@@ -191,7 +196,7 @@ class CrossShapedAttention(nn.Module):
         self.shared_kv = shared_kv
         self.use_sdpa = use_sdpa
         self.to_qkv = nn.Linear(dim, (2 if shared_kv else 3) * dim)
-        self.attn_act = nn.Hardswish() if extra_nonlin else None
+        self.attn_act = nn.Hardswish(inplace=True) if extra_nonlin else None
         self.to_out = nn.Sequential(nn.Linear(dim, dim), nn.Dropout(0.0))
         if extra_nonlin:
             self.attn_bn = nn.BatchNorm1d(dim)
@@ -203,8 +208,11 @@ class CrossShapedAttention(nn.Module):
             nn.Sequential(nn.Hardswish(), nn.Conv2d(dim, dim, 3, padding=1, groups=dim)) if parallel_conv else None
         )
 
-    def _stripes(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Attention within stripes of ``window_size`` rows spanning the full width; inputs (B, R, S, c)."""
+    def _stripes(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor) -> None:
+        """Attention within stripes of ``window_size`` rows spanning the full width.
+
+        ``q``, ``k``, ``v``: (B, R, S, c); writes (B, R + pad, S, c) into ``out``, R + pad a multiple of the width.
+        """
         B, R, S, c = q.shape
         ws = self.window_size
         dim_head, scale = (c, c ** -0.5) if c < self.dim_head else (self.dim_head, self.dim_head ** -0.5)
@@ -215,37 +223,38 @@ class CrossShapedAttention(nn.Module):
             k = v if self.shared_kv else F.pad(k, (0, 0, 0, 0, 0, pad))
         n_win, length = (R + pad) // ws, ws * S
 
-        def windows(t: torch.Tensor) -> torch.Tensor:  # (B, n_win, heads, ws*S, d)
-            return t.reshape(B, n_win, length, heads, c // heads).transpose(2, 3)
+        def windows(t: torch.Tensor) -> torch.Tensor:  # (B * n_win, heads, ws * S, d)
+            return t.reshape(B * n_win, length, heads, c // heads).transpose(1, 2)
 
         q, v = windows(q), windows(v)
         k = v if self.shared_kv else windows(k)
         mask = None
-        if pad:  # the padded rows of the last stripe are keys no real query may see
-            mask = q.new_zeros(n_win, 1, 1, length)
-            mask[-1, ..., (ws - pad) * S:] = _MASK_VALUE
+        if pad:  # the zero rows padded into the last stripe are keys no real query may see
+            mask = q.new_zeros(B, n_win, 1, 1, length)
+            mask[:, -1, ..., (ws - pad) * S:] = _MASK_VALUE
+            mask = mask.flatten(0, 1)
         if self.use_sdpa:
-            to4d = (B * n_win, heads, length, -1)
-            out = F.scaled_dot_product_attention(
-                q.reshape(to4d), k.reshape(to4d), v.reshape(to4d),
-                attn_mask=None if mask is None else mask.repeat(B, 1, 1, 1), scale=scale,
-            ).view(B, n_win, heads, length, -1)
+            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
         else:
             attn = q.matmul(k.transpose(-2, -1)).mul(scale)
             if mask is not None:
                 attn = attn + mask
-            out = attn.softmax(dim=-1).matmul(v)
-        out = out.transpose(2, 3).reshape(B, R + pad, S, c)
-        return out[:, :R] if pad else out
+            attn = attn.softmax(dim=-1).matmul(v)
+        # (B * n_win, heads, ws * S, d) -> (B, n_win, ws, S, heads, d), written in place
+        attn = attn.unflatten(0, (B, n_win)).unflatten(3, (ws, S)).permute(0, 1, 3, 4, 2, 5)
+        out.unflatten(1, (n_win, ws)).unflatten(-1, (heads, -1)).copy_(attn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, H, W, C)
-        C, half = self.dim, self.dim // 2
+        B, H, W, C = x.shape
+        half, ws = C // 2, self.window_size
         qkv = self.to_qkv(x).unflatten(-1, (-1, C)).unbind(-2)
         q, v = qkv[0], qkv[-1]
-        k = qkv[1] if not self.shared_kv else v
-        rows = self._stripes(q[..., :half], k[..., :half], v[..., :half])
-        cols = self._stripes(*(t[..., half:].transpose(1, 2) for t in (q, k, v))).transpose(1, 2)
-        out = torch.cat([rows, cols], dim=-1)
+        k = v if self.shared_kv else qkv[1]
+        # One buffer for both halves, padded to whole stripes: rows use [:, :, :W, :half], columns [:, :H, :, half:].
+        out = x.new_empty(B, H + (-H % ws), W + (-W % ws), C)
+        self._stripes(q[..., :half], k[..., :half], v[..., :half], out[:, :, :W, :half])
+        self._stripes(*(t[..., half:].transpose(1, 2) for t in (q, k, v)), out[:, :H, :, half:].transpose(1, 2))
+        out = out[:, :H, :W]
         if self.parallel_conv is not None:
             out = out + _to_tokens(self.parallel_conv(_to_map(v)))
         if self.attn_act is not None:
