@@ -114,11 +114,12 @@ def thop_counter(model: nn.Module, inputs: tuple, reference: MacCount) -> Counte
     for op in sorted(set(reference.by_operator) | set(by_op)):
         ref, got = reference.by_operator.get(op, 0), by_op.get(op, 0)
         if ref != got:
-            diffs.append(f"{op} {got:,} vs {ref:,}")
-    missed = [op for op in reference.by_operator if op not in by_op and op not in ("layer_norm", "batch_norm")]
-    note = "agrees with fvcore per operator" if not diffs else "thop vs fvcore: " + "; ".join(diffs)
-    if missed:
-        note += f" ({', '.join(missed)}: functional calls, no module for thop to hook)"
+            diffs.append(f"{op}: thop {got:,}, fvcore {ref:,}")
+    note = "agrees with fvcore per operator" if not diffs else "; ".join(diffs)
+    if any(by_op.get(op, 0) < v for op, v in reference.by_operator.items() if op in GEMM_OPS):
+        note += " (thop sees only nn.Module calls: functional products such as F.linear, matmul, SDPA escape it)"
+    if any(op.endswith("norm") for op in reference.by_operator):
+        note += " (norms: thop counts 2 per element, 4 when affine; fvcore 5 for affine LayerNorm/GroupNorm, 2 for eval BatchNorm)"
     return CounterResult("thop", "MACs, nn.Module hooks only", int(macs), dict(by_op), note)
 
 
