@@ -242,11 +242,16 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+# What allocators say when memory runs out (CPU: "can't allocate memory"; cuDNN: CUDNN_STATUS_ALLOC_FAILED), and
+# not what other errors about memory *formats* say.
+_OOM_MESSAGE = re.compile(r"out of memory|allocate memory|not enough memory|alloc_failed", re.IGNORECASE)
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, Python's MemoryError, or an allocator's RuntimeError (CPU: "can't allocate memory")."""
+    """CUDA's OutOfMemoryError, Python's MemoryError, or a RuntimeError an allocator raised."""
     if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
         return True
-    return isinstance(exc, RuntimeError) and "memory" in str(exc).lower()
+    return isinstance(exc, RuntimeError) and bool(_OOM_MESSAGE.search(str(exc)))
 
 
 # ----------------------------------------------------------------------------------------------------------------

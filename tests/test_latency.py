@@ -185,6 +185,21 @@ def test_other_errors_are_not_swallowed_as_oom():
         models.unregister_model(name)
 
 
+@pytest.mark.parametrize(
+    "exc, oom",
+    [
+        (torch.cuda.OutOfMemoryError("CUDA out of memory."), True),
+        (MemoryError(), True),
+        (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes"), True),
+        (RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"), True),
+        (RuntimeError("required rank 4 tensor to use channels_last memory format"), False),
+        (ValueError("out of memory"), False),
+    ],
+)
+def test_out_of_memory_is_recognised(exc, oom):
+    assert latency.is_out_of_memory(exc) is oom
+
+
 def test_cross_check_puts_timer_median_beside_ours(toy):
     [report] = latency.run([toy], [None], [1], LatencySettings(warmup=1, iters=3, cross_check=True))
     point = report.points[0]
