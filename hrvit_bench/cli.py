@@ -237,6 +237,94 @@ def latency(
     _emit(results, as_json, as_csv)
 
 
+class Latency(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+ConventionOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(help=f"Convention(s) to report (default: all): {', '.join(CONVENTION_NAMES)}."),
+]
+
+
+def _progress_callback(progress, task):
+    def tick(label: str) -> None:
+        progress.update(task, description=label)
+
+    return tick
+
+
+@command
+def claims(
+    convention: ConventionOpt = None,
+    strict: Annotated[bool, typer.Option(help="Exit 1 when a measurable claim does not hold.")] = False,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+):
+    """Every claim of the HRViT paper with the measured change and a verdict, under every convention."""
+    from .claims import ClaimsReport
+
+    conventions = parse_conventions(convention)
+    if as_json or as_csv:
+        report = ClaimsReport.measure(conventions)
+    else:
+        with Progress(console=output.err_console, transient=True) as progress:
+            task = progress.add_task("counting", total=None)
+            report = ClaimsReport.measure(conventions, progress=_progress_callback(progress, task))
+    _emit([report], as_json, as_csv)
+    if strict and report.failed:
+        output.err_console.print(f"{len(report.failed)} measurable claim result(s) do not hold", highlight=False)
+        raise typer.Exit(1)
+
+
+@command
+def report(
+    out: Annotated[str, typer.Option(help="Folder to write models.csv, claims.csv/.md, report.json, plots.")] = "reports",
+    compare: Annotated[
+        Optional[str], typer.Option(help="Baseline folder (or models.csv) to compare the new counts with.")
+    ] = None,
+    fail_on_change: Annotated[str, typer.Option(help="Tolerance for --compare, e.g. 0.5% or 0.005.")] = "0.5%",
+    latency: Annotated[
+        Optional[Latency], typer.Option(help="Also time every model a claim compares (slow on a CPU).")
+    ] = None,
+    engine: Annotated[Engine, typer.Option(help="meta (fast, shape-only) or fvcore (real tensors).")] = Engine.meta,
+):
+    """Count every model at its paper resolutions, check the claims, write reports; gate on changed counts."""
+    from . import report as reporting
+
+    tolerance = reporting.parse_tolerance(fail_on_change)
+    baseline = reporting.load_baseline(compare) if compare else None
+    if latency == Latency.cuda:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("--latency cuda needs a CUDA GPU, and torch sees none on this machine")
+    with Progress(console=output.err_console, transient=True) as progress:
+        task = progress.add_task("counting", total=None)
+        result = reporting.Report.measure(engine.value, _progress_callback(progress, task),
+                                          latency.value if latency else None)
+        progress.update(task, description="writing")
+        written = result.write(out)
+    holds = sum(r.verdict == "holds" for r in result.claims.results)
+    fails = len(result.claims.failed)
+    output.console.print(
+        f"wrote {len(written)} files to {out}/ in {result.wall_time_s:.1f} s: {len(result.rows)} model rows; "
+        f"claim results: {holds} hold, {fails} do not hold", highlight=False)
+    if baseline is not None:
+        failures, notes = reporting.compare(baseline, result.rows, tolerance)
+        for note in notes:
+            output.console.print(f"note: {note.describe()}", highlight=False)
+        if failures:
+            for change in failures:
+                output.err_console.print(f"[red]changed:[/red] {change.describe()}", highlight=False)
+            output.err_console.print(
+                f"{len(failures)} count(s) moved beyond {fail_on_change} from {compare}; if intended, "
+                f"regenerate the baseline with `hrvit-bench report --out {compare}` and commit it", highlight=False)
+            raise typer.Exit(1)
+        output.console.print(f"counts match {compare} within {fail_on_change}", highlight=False)
+
+
 def main() -> None:
     """Console entry point: click's own usage errors also become one line and exit code 2."""
     try:
