@@ -157,7 +157,7 @@ class MixCFN(nn.Module):
         widths = [conv.in_channels for conv in convs]
         w1, b1, w2 = self.fc1.weight.split(widths), self.fc1.bias.split(widths), self.fc2.weight.split(widths, 1)
         h3, h5 = (self.act(_to_tokens(conv(_to_map(F.linear(x, w, b))))) for conv, w, b in zip(convs, w1, b1))
-        return F.linear(h3, w2[0], self.fc2.bias) + F.linear(h5, w2[1])
+        return F.linear(h3, w2[0], self.fc2.bias).add_(F.linear(h5, w2[1]))
 
 
 class DES(nn.Module):
@@ -175,9 +175,11 @@ class DES(nn.Module):
         self.act = nn.GELU()
         self.proj_left = nn.Linear(self.k_in, self.k_out)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, add_to: torch.Tensor) -> torch.Tensor:
+        """Returns ``add_to + DES(x)``, summed in place: the (k, p) -> (p, k) transpose then costs no copy."""
         x = self.act(self.proj_right(x.unflatten(-1, (self.k_in, self.p))).transpose(-1, -2))
-        return self.proj_left(x).transpose(-1, -2).flatten(-2)
+        add_to.unflatten(-1, (self.k_out, self.p)).add_(self.proj_left(x).transpose(-1, -2))
+        return add_to
 
 
 class CrossShapedAttention(nn.Module):
@@ -255,8 +257,9 @@ class CrossShapedAttention(nn.Module):
         self._stripes(q[..., :half], k[..., :half], v[..., :half], out[:, :, :W, :half])
         self._stripes(*(t[..., half:].transpose(1, 2) for t in (q, k, v)), out[:, :H, :, half:].transpose(1, 2))
         out = out[:, :H, :W]
-        if self.parallel_conv is not None:
-            out = out + _to_tokens(self.parallel_conv(_to_map(v)))
+        if self.parallel_conv is not None:  # in place when unpadded; a padded view gets a contiguous sum
+            conv = _to_tokens(self.parallel_conv(_to_map(v)))
+            out = out.add_(conv) if out.is_contiguous() else out + conv
         if self.attn_act is not None:
             out = self.attn_act(out)
         out = self.to_out(out)
@@ -282,9 +285,9 @@ class HRViTBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, H, W, C)
         y = self.attn(self.attn_norm(x))
         if self.des is not None:
-            y = y + self.des(x)
-        x = x + self.attn_drop_path(y)
-        return x + self.ffn_drop_path(self.ffn(self.ffn_norm(x)))
+            y = self.des(x, add_to=y)
+        x = self.attn_drop_path(y).add_(x)
+        return self.ffn_drop_path(self.ffn(self.ffn_norm(x))).add_(x)
 
 
 class PatchEmbed(nn.Module):
