@@ -85,15 +85,20 @@ def load_published() -> list[Published]:
     ]
 
 
-class CountCache:
-    """Counts each (model, input) once per run: claims, published numbers and reports share them."""
+_PROCESS_COUNTS: dict[tuple[str, str, tuple[int, int]], MacCount] = {}
 
-    def __init__(self, engine: str = "meta"):
+
+class CountCache:
+    """Counts each (model, input) once per process: claims, published numbers and reports share them.
+
+    A count depends only on the architecture, the input shape and the engine, so it is safe to keep."""
+
+    def __init__(self, engine: str = "meta", store: dict | None = None):
         self.engine = engine
-        self._counts: dict[tuple[str, tuple[int, int]], MacCount] = {}
+        self._counts = _PROCESS_COUNTS if store is None else store
 
     def get(self, name: str, size: tuple[int, int]) -> MacCount:
-        key = (name, tuple(size))
+        key = (self.engine, name, tuple(size))
         if key not in self._counts:
             info = zoo.info(name)
             model = zoo.build(name, "meta" if self.engine == "meta" else "cpu")
@@ -185,9 +190,9 @@ class PublishedResult:
         }
 
 
-def check_published(counts: CountCache) -> list[PublishedResult]:
+def check_published(counts: CountCache, published: list[Published] | None = None) -> list[PublishedResult]:
     results = []
-    for p in load_published():
+    for p in load_published() if published is None else published:
         count = counts.get(p.model, p.input)
         giga = {c.name: c.giga_value(count.total(c)) for c in ALL_CONVENTIONS}
         results.append(PublishedResult(p, count.params, giga))
