@@ -9,10 +9,14 @@ ones, with the convention each matches best.
 from __future__ import annotations
 
 import csv
+import functools
 import importlib.resources
+import multiprocessing
+import os
 from dataclasses import dataclass, field
 from statistics import mean
 
+import torch
 from rich.table import Table
 
 from . import zoo
@@ -85,6 +89,10 @@ def load_published() -> list[Published]:
     ]
 
 
+def default_jobs() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 _PROCESS_COUNTS: dict[tuple[str, str, tuple[int, int]], MacCount] = {}
 
 
@@ -100,10 +108,46 @@ class CountCache:
     def get(self, name: str, size: tuple[int, int]) -> MacCount:
         key = (self.engine, name, tuple(size))
         if key not in self._counts:
-            info = zoo.info(name)
-            model = zoo.build(name, "meta" if self.engine == "meta" else "cpu")
-            self._counts[key] = count_macs(model, zoo.input_shape(info, size), engine=self.engine, name=name)
+            self._counts[key] = _count(key)
         return self._counts[key]
+
+    def prefetch(self, wanted, jobs: int = 1, progress=None) -> None:
+        """Count every (name, size) in ``wanted`` not yet known, in ``jobs`` forked processes when above 1.
+
+        Counting is single-threaded Python work on meta tensors, so two cores count twice as fast."""
+        todo = sorted({(self.engine, name, tuple(size)) for name, size in wanted} - set(self._counts))
+        if not todo:
+            return
+        self.get(*todo[0][1:])  # warm torch's lazily built meta kernels once, before any fork
+        todo = todo[1:]
+        if jobs > 1 and len(todo) > 1 and "fork" in multiprocessing.get_all_start_methods():
+            with multiprocessing.get_context("fork").Pool(jobs, initializer=torch.set_num_threads,
+                                                          initargs=(1,)) as pool:
+                for key, count in pool.imap_unordered(_count_with_key, todo, chunksize=2):
+                    self._counts[key] = count
+                    if progress:
+                        progress(f"{key[1]} @ {key[2][0]}x{key[2][1]}")
+        else:
+            for key in todo:
+                if progress:
+                    progress(f"{key[1]} @ {key[2][0]}x{key[2][1]}")
+                self._counts[key] = _count(key)
+
+
+@functools.lru_cache(maxsize=1)
+def _built(name: str, device: str):
+    """The last model built: a model's inputs are counted one after another, on one build."""
+    return zoo.build(name, device)
+
+
+def _count(key: tuple[str, str, tuple[int, int]]) -> MacCount:
+    engine, name, size = key
+    model = _built(name, "meta" if engine == "meta" else "cpu")
+    return count_macs(model, zoo.input_shape(zoo.info(name), size), engine=engine, name=name)
+
+
+def _count_with_key(key):
+    return key, _count(key)
 
 
 def _cost(count: MacCount, metric: str, convention: Convention | None) -> int:
@@ -190,6 +234,10 @@ class PublishedResult:
         }
 
 
+def claim_inputs(claims: list[Claim]) -> set[tuple[str, tuple[int, int]]]:
+    return {(m, c.input) for c in claims if c.measurable for pair in c.pairs for m in pair}
+
+
 def check_published(counts: CountCache, published: list[Published] | None = None) -> list[PublishedResult]:
     results = []
     for p in load_published() if published is None else published:
@@ -213,6 +261,11 @@ class ScalingRow:
     gmacs: dict[str, float]  # input -> GMACs (all ops, 1e9)
 
 
+def scaling_inputs() -> set[tuple[str, tuple[int, int]]]:
+    return {(pattern.format(v), size) for _, pattern, variants in SCALING_FAMILIES for v in variants
+            for size in SCALING_SIZES}
+
+
 def scaling_view(counts: CountCache) -> list[ScalingRow]:
     """Table 6 as a scaling view: cost of each family as width (b1..b3) and resolution grow."""
     rows = []
@@ -232,13 +285,14 @@ class ClaimsReport:
     conventions: tuple[Convention, ...] = ALL_CONVENTIONS
 
     @classmethod
-    def measure(cls, conventions=ALL_CONVENTIONS, counts: CountCache | None = None, progress=None) -> "ClaimsReport":
+    def measure(cls, conventions=ALL_CONVENTIONS, counts: CountCache | None = None, progress=None,
+                jobs: int = 1) -> "ClaimsReport":
         counts = counts or CountCache()
-        results = []
         claims = load_claims()
+        wanted = claim_inputs(claims) | scaling_inputs() | {(p.model, p.input) for p in load_published()}
+        counts.prefetch(wanted, jobs, progress)
+        results = []
         for claim in claims:
-            if progress:
-                progress(claim.key)
             if claim.metric == "flops" and claim.measurable:
                 results += [evaluate(claim, c, counts) for c in conventions]
             else:

@@ -255,23 +255,30 @@ def _progress_callback(progress, task):
     return tick
 
 
+JobsOpt = Annotated[
+    Optional[int], typer.Option(min=1, help="Processes counting in parallel (default: cores, at most 4).")
+]
+
+
 @command
 def claims(
     convention: ConventionOpt = None,
     strict: Annotated[bool, typer.Option(help="Exit 1 when a measurable claim does not hold.")] = False,
+    jobs: JobsOpt = None,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
 ):
     """Every claim of the HRViT paper with the measured change and a verdict, under every convention."""
-    from .claims import ClaimsReport
+    from .claims import ClaimsReport, default_jobs
 
     conventions = parse_conventions(convention)
+    jobs = jobs or default_jobs()
     if as_json or as_csv:
-        report = ClaimsReport.measure(conventions)
+        report = ClaimsReport.measure(conventions, jobs=jobs)
     else:
         with Progress(console=output.err_console, transient=True) as progress:
             task = progress.add_task("counting", total=None)
-            report = ClaimsReport.measure(conventions, progress=_progress_callback(progress, task))
+            report = ClaimsReport.measure(conventions, progress=_progress_callback(progress, task), jobs=jobs)
     _emit([report], as_json, as_csv)
     if strict and report.failed:
         output.err_console.print(f"{len(report.failed)} measurable claim result(s) do not hold", highlight=False)
@@ -289,9 +296,11 @@ def report(
         Optional[Latency], typer.Option(help="Also time every model a claim compares (slow on a CPU).")
     ] = None,
     engine: Annotated[Engine, typer.Option(help="meta (fast, shape-only) or fvcore (real tensors).")] = Engine.meta,
+    jobs: JobsOpt = None,
 ):
     """Count every model at its paper resolutions, check the claims, write reports; gate on changed counts."""
     from . import report as reporting
+    from .claims import default_jobs
 
     tolerance = reporting.parse_tolerance(fail_on_change)
     baseline = reporting.load_baseline(compare) if compare else None
@@ -303,7 +312,7 @@ def report(
     with Progress(console=output.err_console, transient=True) as progress:
         task = progress.add_task("counting", total=None)
         result = reporting.Report.measure(engine.value, _progress_callback(progress, task),
-                                          latency.value if latency else None)
+                                          latency.value if latency else None, jobs or default_jobs())
         progress.update(task, description="writing")
         written = result.write(out)
     holds = sum(r.verdict == "holds" for r in result.claims.results)

@@ -18,7 +18,15 @@ from pathlib import Path
 import models
 
 from . import zoo
-from .claims import ClaimsReport, CountCache, check_published, load_published
+from .claims import (
+    ClaimsReport,
+    CountCache,
+    check_published,
+    claim_inputs,
+    load_claims,
+    load_published,
+    scaling_inputs,
+)
 from .conventions import ALL_CONVENTIONS
 from .errors import UsageError
 from .output import csv_text
@@ -54,6 +62,10 @@ def _fmt(h: int, w: int) -> str:
     return f"{h}x{w}"
 
 
+def zoo_inputs() -> set[tuple[str, tuple[int, int]]]:
+    return {(name, size) for name in models.list_models() for size in zoo.info(name).paper_inputs}
+
+
 def count_zoo(counts: CountCache, names: list[str] | None = None, progress=None) -> list[ModelRow]:
     """One row per registered model and paper resolution."""
     published = {(p.published.model, _fmt(*p.published.input)): p for p in check_published(counts)}
@@ -87,13 +99,16 @@ class Report:
     latency: list[dict] = field(default_factory=list)
 
     @classmethod
-    def measure(cls, engine: str = "meta", progress=None, latency_device: str | None = None) -> "Report":
+    def measure(cls, engine: str = "meta", progress=None, latency_device: str | None = None,
+                jobs: int = 2) -> "Report":
         from .environment import Environment
 
         start = time.perf_counter()
         counts = CountCache(engine)
-        rows = count_zoo(counts, progress=progress)
-        claims = ClaimsReport.measure(counts=counts, progress=progress)
+        counts.prefetch(zoo_inputs() | claim_inputs(load_claims()) | scaling_inputs()
+                        | {(p.model, p.input) for p in load_published()}, jobs, progress)
+        rows = count_zoo(counts)
+        claims = ClaimsReport.measure(counts=counts)
         latency = measure_claim_latency(latency_device, progress) if latency_device else []
         wall = time.perf_counter() - start
         return cls(rows, claims, Environment.capture("cpu").to_dict(), wall, engine, latency)

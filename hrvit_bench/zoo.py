@@ -1,11 +1,11 @@
 """hrvit-bench's only door to ``models/``: resolve names, parse input sizes, build on the right device."""
 from __future__ import annotations
 
-import fnmatch
 import re
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 import models
 from models import ModelInfo, UnknownModelError
@@ -60,7 +60,21 @@ def input_shape(model: ModelInfo, size: tuple[int, int] | None, batch_size: int 
     return (batch_size, 3, h, w)
 
 
+class _NoInitOnMeta(TorchFunctionMode):
+    """Skips in-place ops on meta tensors: weight initialisation (trunc_normal_, kaiming_uniform_, ...) has no
+    values to write on meta, yet recent torch runs its meta kernels as slow Python refs."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name.endswith("_") and not name.endswith("__") and args and getattr(args[0], "is_meta", False):
+            return args[0]
+        return func(*args, **(kwargs or {}))
+
+
 def build(name: str, device: str = "cpu", **overrides) -> nn.Module:
     """Build in eval mode; on ``meta`` no memory is allocated and no weights are initialised."""
+    if torch.device(device).type == "meta":
+        with torch.device(device), _NoInitOnMeta():
+            return models.create_model(name, **overrides).eval()
     with torch.device(device):
         return models.create_model(name, **overrides).eval()
