@@ -203,3 +203,11 @@ def test_state_dict_round_trip(name):
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         torch.testing.assert_close(target(x), source(x), atol=0, rtol=0)
+
+
+def test_training_step_backpropagates():
+    """The forward sums in place; autograd must still see a valid graph (drop path and every switch off too)."""
+    for overrides in ({"drop_path_rate": 0.1}, {**{k: v for o in ABLATIONS.values() for k, v in o.items()}}):
+        model = create_model("hrvit_b1", **overrides).train()
+        model(torch.randn(2, 3, 64, 64)).logsumexp(-1).sum().backward()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
