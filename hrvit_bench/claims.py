@@ -178,7 +178,25 @@ class ClaimResult:
         }
 
 
-def evaluate(claim: Claim, convention: Convention | None, counts: CountCache) -> ClaimResult:
+def published_explanation(claim: Claim, published: dict) -> str:
+    """What the papers' own numbers give for this claim, and whether its two sides were counted alike."""
+    sides = [(published.get((s, claim.input)), published.get((b, claim.input))) for s, b in claim.pairs]
+    if claim.metric not in COST_METRICS or not sides or not all(a and b for a, b in sides):
+        return ""
+    value = (lambda r: r.published.params_m) if claim.metric == "params" else (lambda r: r.published.gflops)
+    pct = 100 * mean(value(a) / value(b) - 1 for a, b in sides)
+    text = f"; the published numbers give {pct:+.1f}%"
+    if claim.metric == "flops":
+        mixed = [(a, b) for a, b in sides if a.best_convention != b.best_convention]
+        if mixed:
+            a, b = mixed[0]
+            text += (f", but counted differently: {a.published.gflops:g}G matches {a.best_convention}, "
+                     f"{b.published.gflops:g}G matches {b.best_convention}")
+    return text
+
+
+def evaluate(claim: Claim, convention: Convention | None, counts: CountCache,
+             published: dict | None = None) -> ClaimResult:
     if not claim.measurable:
         return ClaimResult(claim, None, None, [], UNMEASURABLE, f"{claim.metric} needs training and data ({claim.note})")
 
@@ -209,6 +227,7 @@ def evaluate(claim: Claim, convention: Convention | None, counts: CountCache) ->
         holds = claim.low_pct <= measured <= claim.high_pct
         why = (f"measured {measured:+.2f}%{averaged}; '{claim.stated}' read as "
                f"{claim.low_pct:+g}% to {claim.high_pct:+g}%")
+    why += published_explanation(claim, published or {})
     return ClaimResult(claim, convention, measured, per_pair, HOLDS if holds else FAILS, why)
 
 
@@ -291,13 +310,15 @@ class ClaimsReport:
         claims = load_claims()
         wanted = claim_inputs(claims) | scaling_inputs() | {(p.model, p.input) for p in load_published()}
         counts.prefetch(wanted, jobs, progress)
+        published = check_published(counts)
+        lookup = {(p.published.model, p.published.input): p for p in published}
         results = []
         for claim in claims:
             if claim.metric == "flops" and claim.measurable:
-                results += [evaluate(claim, c, counts) for c in conventions]
+                results += [evaluate(claim, c, counts, lookup) for c in conventions]
             else:
-                results.append(evaluate(claim, None, counts))
-        return cls(results, check_published(counts), scaling_view(counts), tuple(conventions))
+                results.append(evaluate(claim, None, counts, lookup))
+        return cls(results, published, scaling_view(counts), tuple(conventions))
 
     @property
     def failed(self) -> list[ClaimResult]:

@@ -116,3 +116,15 @@ def test_published_hrnet_numbers_match_gemm_macs_over_2_30():
 
 def test_convention_parse_round_trip():
     assert all(Convention.parse(c.name) == c for c in ALL_CONVENTIONS)
+
+
+def test_the_stated_8_percent_comes_from_mixed_conventions():
+    # HRViT's published 14.6G is GEMM MACs / 2^30; SegFormer's 15.9G is GEMM MACs / 1e9 (official counts).
+    row = next(c for c in load_claims() if c.key == "ade-b1-vs-mitb1/flops@512x512")
+    counts = CountCache()
+    lookup = {(p.published.model, p.published.input): p for p in claims_module.check_published(
+        counts, [p for p in load_published() if p.model in ("hrvit_b1_seg_ade20k", "mit_b1_seg_ade20k")])}
+    result = evaluate(row, Convention("macs", "gemm", "1e9"), counts, lookup)
+    assert result.verdict == FAILS
+    assert "published numbers give -8.2%" in result.why
+    assert "14.6G matches macs-gemm-2^30, 15.9G matches macs-gemm-1e9" in result.why
