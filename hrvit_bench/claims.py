@@ -266,6 +266,9 @@ def check_published(counts: CountCache, published: list[Published] | None = None
     return results
 
 
+CONVENTION_FOOTNOTE = ("* the same under MACs and FLOPs, 1e9 and 2^30: unit and giga scale both sides of a ratio "
+                       "alike, so only all-ops vs GEMM-only counting can change a relative claim")
+
 SCALING_FAMILIES = (("naive HRNet-MiT", "hrnet_mit_{}_seg_ade20k", ("b1", "b2", "b3")),
                     ("sequential MiT", "mit_{}_seg_ade20k", ("b1", "b2", "b3")),
                     ("HRViT", "hrvit_{}_seg_ade20k", ("b1", "b2", "b3")))
@@ -356,14 +359,17 @@ class ClaimsReport:
         if len(names) == len(self.conventions) and len(names) > 1:
             return "every convention"
         scopes = {n.split("-")[1] for n in names}
-        if len(scopes) == 1 and len(names) == sum(1 for c in self.conventions if c.ops in scopes):
-            return ("all ops" if scopes == {"all"} else "GEMM only") + " (any unit, any giga)"
+        if len(scopes) == 1 and len(names) == sum(1 for c in self.conventions if c.ops in scopes) and len(names) > 1:
+            return ("all ops" if scopes == {"all"} else "GEMM only") + "*"
         return ", ".join(names)
 
     def tables(self) -> list[Table]:
-        table = Table(title="HRViT's claims, checked", show_lines=False)
-        for col in ("claim", "metric", "input", "convention", "stated", "measured", "verdict", "why"):
-            table.add_column(col, overflow="fold", justify="right" if col == "measured" else "left")
+        table = Table(title="HRViT's claims, checked", caption=CONVENTION_FOOTNOTE)
+        for col in ("claim", "metric", "input", "convention", "stated", "measured", "verdict"):
+            table.add_column(col, no_wrap=col in ("metric", "input", "convention", "measured"),
+                             max_width=18 if col in ("claim", "stated") else None,
+                             justify="right" if col == "measured" else "left")
+        table.add_column("why", min_width=36, ratio=1)
         style = {HOLDS: "green", FAILS: "red", UNMEASURABLE: "dim"}
         for r, names in self.grouped():
             c = r.claim
@@ -403,9 +409,8 @@ class ClaimsReport:
             "",
             f"{counts[HOLDS]} hold, {counts[FAILS]} do not hold, {counts[UNMEASURABLE]} are not measurable here "
             "(one result per claim and convention; accuracy claims need training).",
-            "A relative change is `subject / baseline - 1`, averaged over the claim's pairs. Unit (MACs or 2xMACs) "
-            "and giga (1e9 or 2^30) cancel in a ratio, so FLOP claims differ only between all-ops and GEMM-only "
-            "counting; both are shown.",
+            "A relative change is `subject / baseline - 1`, averaged over the claim's pairs. "
+            + CONVENTION_FOOTNOTE.replace("* ", "Conventions marked * give ") + ".",
             "",
         ]
         rows = []

@@ -13,7 +13,7 @@ import pandas as pd
 from rich.console import Console
 
 # Piped output (logs, CI, README examples) gets room for wide tables instead of rich's 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 140)
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 
