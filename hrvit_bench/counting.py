@@ -389,7 +389,11 @@ def _count_fvcore(model: nn.Module, inputs: tuple) -> "_RawCounts":
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
         with _ParameterReads() as reads:  # the trace runs here, lazily
             by_module = {name: Counter(ops) for name, ops in analysis.by_module_and_operator().items()}
-        unsupported = Counter(analysis.unsupported_ops())
+        unsupported = Counter()
+        for op, calls in analysis.unsupported_ops().items():
+            name = op.removeprefix("aten::")
+            if name not in _DATA_MOVEMENT and name.rstrip("_") not in _DATA_MOVEMENT:
+                unsupported[name] += calls
         uncalled = set(analysis.uncalled_modules())
     return _RawCounts(by_module, unsupported, uncalled, reads.read)
 
