@@ -89,6 +89,21 @@ def make_res_layer(block: type[nn.Module], in_channels: int, planes: int, num_bl
     return nn.Sequential(*layers)
 
 
+def fuse_branches(xs: list[torch.Tensor], fuse_layers: nn.ModuleList, activation: nn.Module, upsample_mode: str,
+                  align_corners: bool) -> list[torch.Tensor]:
+    """HRNet's exchange: output ``dst`` sums every branch, brought to its resolution by ``fuse_layers[dst][src]``."""
+    outs = []
+    for dst, paths in enumerate(fuse_layers):
+        y = xs[dst]
+        for src, path in enumerate(paths):
+            if src < dst:
+                y = y + path(xs[src])
+            elif src > dst:
+                y = y + resize(path(xs[src]), xs[dst].shape[2:], upsample_mode, align_corners)
+        outs.append(activation(y))
+    return outs
+
+
 def _fuse_path(channels: list[int], src: int, dst: int) -> nn.Module | None:
     """The path from branch ``src`` to branch ``dst`` in HRNet's fusion (``None`` on the identity)."""
     if src == dst:
@@ -130,16 +145,7 @@ class HRModule(nn.Module):
         xs = [branch(x) for branch, x in zip(self.branches, xs)]
         if self.fuse_layers is None:
             return xs
-        outs = []
-        for dst, paths in enumerate(self.fuse_layers):
-            y = xs[dst]
-            for src, path in enumerate(paths):
-                if src < dst:
-                    y = y + path(xs[src])
-                elif src > dst:
-                    y = y + resize(path(xs[src]), xs[dst].shape[2:], self.upsample_mode, self.align_corners)
-            outs.append(self.relu(y))
-        return outs
+        return fuse_branches(xs, self.fuse_layers, self.relu, self.upsample_mode, self.align_corners)
 
 
 class HighResolutionNet(nn.Module):

@@ -31,7 +31,7 @@ from torch import nn
 
 from ._registry import register_model
 from .heads import EncoderDecoder, SegformerHead
-from .hrnet import HighResolutionNet, _fuse_path, resize
+from .hrnet import HighResolutionNet, _fuse_path, fuse_branches
 from .mit import Block
 
 __all__ = ["HRNetMiT", "MiTBranch", "MiTHRModule"]
@@ -80,16 +80,7 @@ class MiTHRModule(nn.Module):
         xs = [branch(x) for branch, x in zip(self.branches, xs)]
         if self.fuse_layers is None:
             return xs
-        outs = []
-        for dst, paths in enumerate(self.fuse_layers):
-            y = xs[dst]
-            for src, path in enumerate(paths):
-                if src < dst:
-                    y = y + path(xs[src])
-                elif src > dst:
-                    y = y + resize(path(xs[src]), xs[dst].shape[2:], "bilinear", self.align_corners)
-            outs.append(self.relu(y))
-        return outs
+        return fuse_branches(xs, self.fuse_layers, self.relu, "bilinear", self.align_corners)
 
 
 class HRNetMiT(nn.Module):
