@@ -536,13 +536,15 @@ def _fmt(value: float | None, spec: str) -> str:
 
 @contextlib.contextmanager
 def pinned(settings: LatencySettings):
-    """The thread count, and cuDNN autotuning on CUDA, for the duration of a run; restored afterwards."""
+    """The thread count, and on CUDA the current device and cuDNN autotuning, for a run; restored afterwards."""
     threads, autotune = torch.get_num_threads(), torch.backends.cudnn.benchmark
+    cuda = settings.torch_device.type == "cuda"
     torch.set_num_threads(settings.threads)
-    if settings.torch_device.type == "cuda":
+    if cuda:
         torch.backends.cudnn.benchmark = True
     try:
-        yield
+        with torch.cuda.device(settings.torch_device) if cuda else contextlib.nullcontext():
+            yield
     finally:
         torch.set_num_threads(threads)
         torch.backends.cudnn.benchmark = autotune
