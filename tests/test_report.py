@@ -107,3 +107,32 @@ def test_an_interrupted_write_leaves_the_previous_files_whole(tmp_path):
 def test_tolerance_parsing():
     assert reporting.parse_tolerance("0.5%") == pytest.approx(0.005)
     assert reporting.parse_tolerance("0.005") == pytest.approx(0.005)
+
+
+def test_claims_strict_exits_1_when_a_measurable_claim_fails(baseline):
+    # Counts are cached by the report above; the committed claims include ones that do not hold.
+    result = runner.invoke(app, ["claims", "--strict", "--json"])
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert any(c["verdict"] == "does not hold" for c in data["claims"])
+    assert runner.invoke(app, ["claims", "--json"]).exit_code == 0
+
+
+def test_report_latency_rows_and_plot(toy_model, monkeypatch):
+    from hrvit_bench import claims as claims_module
+    from hrvit_bench import plots
+
+    toy_claim = claims_module.Claim(
+        id="toy", metric="params", kind="change", pairs=((toy_model, toy_model),), input=(32, 48), stated="0%",
+        stated_pct=0.0, tolerance_pp=1.0, low_pct=None, high_pct=None, source="test", note="")
+    monkeypatch.setattr(claims_module, "load_claims", lambda: [toy_claim])
+    rows = reporting.measure_claim_latency("cpu", iters=3)
+    assert [(r["model"], r["input"], r["status"]) for r in rows] == [(toy_model, "32x48", "ok")]
+    assert rows[0]["median_ms"] > 0 and rows[0]["gmacs"] > 0
+
+    class WithLatency:
+        latency = rows
+
+    figures = plots.latency_vs_flops(WithLatency())
+    assert set(figures) == {"latency_vs_flops.png", "latency_vs_flops.svg"}
+    assert figures["latency_vs_flops.png"].startswith(b"\x89PNG")
