@@ -7,16 +7,18 @@ ones, so official state dicts load with ``strict=True``: the classifier's keys a
 
 Departures from the official forward, none of which changes a parameter or, at the paper's input sizes, an output:
 
-- Tokens stay in (B, H, W, C) order and maps in channels-last memory, which saves the official permutes/copies.
+- Tokens stay in (B, H, W, C) order and maps in channels-last memory, which saves the official permutes/copies;
+  both attention halves write into one buffer, MixCFN runs its halves without split/concat, sums are in place.
 - Cross-shaped attention may run through ``F.scaled_dot_product_attention`` (``use_sdpa=True``); the padded
-  keys of the last stripe get the official additive -100 mask either way. ``use_sdpa=False`` keeps the explicit
-  ``q @ k^T`` / ``attn @ v`` matmuls, which plain fvcore counts.
+  keys of the last stripe get the official additive -100 either way (as a key mask: the official mask also
+  shifts the padded query rows, whose outputs are cropped). ``use_sdpa=False`` keeps the explicit
+  ``q @ k^T`` / ``attn @ v`` matmuls, which plain fvcore counts; both forms do the same (padded) work.
 - Low-to-high fusion paths upsample to the target branch's size instead of by a fixed factor, so sides that are
   not multiples of 32 work (the official code fails there on a shape mismatch); on multiples of 32 the two agree.
 - No gradient checkpointing (``with_cp``): it changes memory, not the model.
 
-Ablations of the paper's section 3.3 are constructor switches (all on = HRViT). Where the paper leaves the form
-open, the choice made here is stated with the switch:
+The paper's ablations (section 3.3 of the seed article) are constructor switches (all on = HRViT). Where the
+paper leaves the form open, the choice made here is stated with the switch:
 
 - ``shared_kv=False``: an independent key (``to_qkv`` gives q, k, v). Paper: +9% params, +4% FLOPs.
 - ``efficient_patch_embed=False``: one dense 3x3 stride-1 conv (``proj``) instead of 1x1 conv + depthwise 3x3;
@@ -176,9 +178,17 @@ class DES(nn.Module):
         self.proj_left = nn.Linear(self.k_in, self.k_out)
 
     def forward(self, x: torch.Tensor, add_to: torch.Tensor) -> torch.Tensor:
-        """Returns ``add_to + DES(x)``, summed in place: the (k, p) -> (p, k) transpose then costs no copy."""
-        x = self.act(self.proj_right(x.unflatten(-1, (self.k_in, self.p))).transpose(-1, -2))
-        add_to.unflatten(-1, (self.k_out, self.p)).add_(self.proj_left(x).transpose(-1, -2))
+        """Returns ``add_to + DES(x)``, summed in place into ``add_to`` (contiguous, same shape as ``x``).
+
+        The official code transposes every token's (k, p) matrix twice. Here the left projection runs as one
+        (k_out x k_in) @ (k_in x tokens*p) product: the only copy moves whole p-wide rows, and the MACs are the
+        official ones.
+        """
+        n = x.numel() // x.shape[-1]
+        y = self.act(self.proj_right(x.reshape(n, self.k_in, self.p)))
+        y = y.transpose(0, 1).reshape(self.k_in, n * self.p)
+        y = torch.addmm(self.proj_left.bias[:, None], self.proj_left.weight, y)
+        add_to.view(n, self.k_out, self.p).add_(y.view(self.k_out, n, self.p).transpose(0, 1))
         return add_to
 
 
@@ -269,6 +279,8 @@ class CrossShapedAttention(nn.Module):
 
 
 class HRViTBlock(nn.Module):
+    """x + attention(LN(x)) + DES(x), then x + MixCFN(LN(x)); drop path on both branches."""
+
     def __init__(self, dim: int, dim_head: int, window_size: int, mlp_ratio: float, drop_path: float = 0.0,
                  shared_kv: bool = True, parallel_conv: bool = True, extra_nonlin: bool = True,
                  mixcfn: bool = True, des: bool = True, use_sdpa: bool = True):
@@ -520,43 +532,48 @@ def _segmenter(variant: str, num_classes: int, **overrides) -> EncoderDecoder:
     return EncoderDecoder(backbone, head)
 
 
-_B2_NOTE = ("decode head in_channels [48, 96, 240, 384]: the official b2 configs say [48, 96, 192, 384], "
-            "which does not fit the backbone's 240-wide third branch")
-_CITY_NOTE = "published FLOPs match a 512x512 input"
+# Registry metadata per task, keyed by the name suffix.
+_TASKS = {
+    "": dict(task="classification", dataset="imagenet", num_classes=1000, input_size=(224, 224),
+             official_code=_CLS_CODE),
+    "_backbone": dict(task="backbone", input_size=(512, 512), paper_inputs=((512, 512), (1024, 1024)),
+                      official_code=_DENSE_CODE),
+    "_seg_ade20k": dict(task="segmentation", dataset="ade20k", num_classes=150, input_size=(512, 512),
+                        official_code=_DENSE_CODE),
+    "_seg_cityscapes": dict(task="segmentation", dataset="cityscapes", num_classes=19, input_size=(1024, 1024),
+                            paper_inputs=((1024, 1024), (512, 512)), official_code=_DENSE_CODE,
+                            notes="published FLOPs match a 512x512 input"),
+}
+_B2_HEAD_NOTE = ("decode head in_channels [48, 96, 240, 384]: the official b2 configs say [48, 96, 192, 384], "
+                 "which does not fit the backbone's 240-wide third branch")
 
 
-def _register_family() -> None:
+def _register(name: str, suffix: str, variant: str, overrides: dict | None = None, notes: str = "",
+              ablation: str | None = None) -> None:
+    meta = dict(_TASKS[suffix])
+    meta["notes"] = "; ".join(filter(None, (notes, "" if ablation else meta.get("notes", ""))))
+    overrides = overrides or {}
+    if suffix == "":
+        builder = partial(_classifier, variant, **overrides)
+    elif suffix == "_backbone":
+        builder = partial(_backbone, variant, **overrides)
+    else:
+        builder = partial(_segmenter, variant, meta["num_classes"], **overrides)
+    reference = _REFERENCE + (", ablation study" if ablation else "")
+    register_model(name=name, family="hrvit", variant=variant, reference=reference, ablation=ablation, **meta)(builder)
+
+
+def _register_all() -> None:
     """Every variant x task, the b3 Cityscapes model with the paper's 1-2-3-9 windows, and the b1 ablations."""
     for variant in HRVIT_CONFIGS:
-        common = dict(family="hrvit", variant=variant, reference=_REFERENCE)
-        seg_note = _B2_NOTE if variant == "b2" else ""
-        register_model(name=f"hrvit_{variant}", task="classification", dataset="imagenet", num_classes=1000,
-                       input_size=(224, 224), official_code=_CLS_CODE, **common)(partial(_classifier, variant))
-        register_model(name=f"hrvit_{variant}_backbone", task="backbone", input_size=(512, 512),
-                       paper_inputs=((512, 512), (1024, 1024)), official_code=_DENSE_CODE, **common)(partial(_backbone, variant))
-        register_model(name=f"hrvit_{variant}_seg_ade20k", task="segmentation", dataset="ade20k", num_classes=150,
-                       input_size=(512, 512), official_code=_DENSE_CODE, notes=seg_note, **common)(partial(_segmenter, variant, 150))
-        register_model(name=f"hrvit_{variant}_seg_cityscapes", task="segmentation", dataset="cityscapes",
-                       num_classes=19, input_size=(1024, 1024), paper_inputs=((1024, 1024), (512, 512)),
-                       official_code=_DENSE_CODE, notes="; ".join(filter(None, (seg_note, _CITY_NOTE))), **common)(partial(_segmenter, variant, 19))
-
-    register_model(name="hrvit_b3_w1239_seg_cityscapes", family="hrvit", variant="b3", task="segmentation",
-                   dataset="cityscapes", num_classes=19, input_size=(1024, 1024),
-                   paper_inputs=((1024, 1024), (512, 512)), reference=_REFERENCE, official_code=_DENSE_CODE,
-                   notes="stripe widths 1-2-3-9, which the paper used on Cityscapes (the release ships 1-2-7-7); "
-                         + _CITY_NOTE)(
-        partial(_segmenter, "b3", 19, window_sizes=(1, 2, 3, 9)))
-
-    for switch, switch_overrides in ABLATIONS.items():
-        common = dict(family="hrvit", variant="b1", reference=f"{_REFERENCE}, ablation study",
-                      ablation=switch, notes=_ABLATION_COSTS[switch])
-        register_model(name=f"hrvit_b1_{switch}", task="classification", dataset="imagenet", num_classes=1000,
-                       input_size=(224, 224), official_code=_CLS_CODE, **common)(
-            partial(_classifier, "b1", **switch_overrides))
-        register_model(name=f"hrvit_b1_{switch}_seg_cityscapes", task="segmentation", dataset="cityscapes",
-                       num_classes=19, input_size=(1024, 1024), paper_inputs=((1024, 1024), (512, 512)),
-                       official_code=_DENSE_CODE, **common)(
-            partial(_segmenter, "b1", 19, **switch_overrides))
+        for suffix in _TASKS:
+            b2_seg = variant == "b2" and suffix.startswith("_seg")
+            _register(f"hrvit_{variant}{suffix}", suffix, variant, notes=_B2_HEAD_NOTE if b2_seg else "")
+    _register("hrvit_b3_w1239_seg_cityscapes", "_seg_cityscapes", "b3", dict(window_sizes=(1, 2, 3, 9)),
+              notes="stripe widths 1-2-3-9, which the paper used on Cityscapes (the release ships 1-2-7-7)")
+    for switch, overrides in ABLATIONS.items():
+        for suffix in ("", "_seg_cityscapes"):
+            _register(f"hrvit_b1_{switch}{suffix}", suffix, "b1", overrides, _ABLATION_COSTS[switch], switch)
 
 
-_register_family()
+_register_all()
