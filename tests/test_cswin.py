@@ -5,16 +5,14 @@ segmentation/backbone/cswin_transformer.py for the dense backbone, at f111ae2, r
 with shims for timm/einops/mmseg). No official CSWin + SegFormer code exists: those models are checked as
 the official dense backbone plus the HRViT-configured SegFormer head counted by hand.
 """
-import hashlib
-import io
 
 import pytest
 import torch
 import torch.nn.functional as F
-from fvcore.nn import FlopCountAnalysis
 
 from models import create_model, list_models, model_info
 from models.cswin import CSWIN_CONFIGS, CSWinTransformer, LePEAttention
+from model_checks import assert_round_trip, fvcore_flops, key_layout, meta_build, n_params
 
 OFFICIAL_CLS_PARAMS = {"t": 22_320_552, "s": 34_643_304, "b": 77_382_184}
 OFFICIAL_DENSE_PARAMS = {"t": 21_808_448, "s": 34_131_200, "b": 76_614_528}
@@ -26,27 +24,6 @@ OFFICIAL_DENSE_LAYOUTS = {
 # CSWin-T built with img_size=112: stage 3's 7x7 map equals its stripe width, so it attends over the whole map.
 OFFICIAL_CLS_T_112_LAYOUT = ("91395f2b94cf581f", 376)
 HEAD_CHANNELS = {"t": 256, "s": 768, "b": 768}
-
-
-def meta_build(name, **overrides):
-    with torch.device("meta"):
-        return create_model(name, **overrides)
-
-
-def n_params(model):
-    return sum(p.numel() for p in model.parameters())
-
-
-def fvcore_flops(model, size):
-    analysis = FlopCountAnalysis(model.eval(), torch.randn(1, 3, *size))
-    analysis.unsupported_ops_warnings(False)
-    analysis.uncalled_modules_warnings(False)
-    return analysis.total()
-
-
-def key_layout(model):
-    lines = "\n".join(f"{k}:{tuple(v.shape)}" for k, v in sorted(model.state_dict().items()))
-    return hashlib.sha256(lines.encode()).hexdigest()[:16], len(model.state_dict())
 
 
 def dims(variant):
@@ -150,19 +127,4 @@ def test_stripes_zero_pad_evenly_like_the_official_dense_code():
 
 @pytest.mark.parametrize("name", ["cswin_t_seg_ade20k", "cswin_t"])
 def test_state_dict_round_trip(name):
-    torch.manual_seed(0)
-    source = create_model(name).eval()
-    with torch.no_grad():
-        for module in source.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-1, 1)
-                module.running_var.uniform_(0.5, 2)
-    buffer = io.BytesIO()
-    torch.save(source.state_dict(), buffer)
-    buffer.seek(0)
-    torch.manual_seed(1)
-    target = create_model(name).eval()
-    target.load_state_dict(torch.load(buffer), strict=True)
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        assert torch.equal(source(x), target(x))
+    assert_round_trip(name)

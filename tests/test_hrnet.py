@@ -13,6 +13,7 @@ from fvcore.nn import FlopCountAnalysis
 
 import models
 from models.hrnet import HRNetOCR
+from model_checks import assert_round_trip, fvcore_flops, meta_build
 
 OFFICIAL_PARAMS = {
     "hrnetv2_w18": 21_299_004,
@@ -50,18 +51,6 @@ OFFICIAL_FLOPS = {
 }
 
 
-def _meta(name):
-    with torch.device("meta"):
-        return models.create_model(name)
-
-
-def _flops(model, size):
-    analysis = FlopCountAnalysis(model.eval(), torch.zeros(1, 3, *size))
-    analysis.unsupported_ops_warnings(False)
-    analysis.uncalled_modules_warnings(False)
-    return analysis.total()
-
-
 def test_registered_names():
     expected = {f"hrnetv2_{w}{suffix}" for w in ("w18", "w32", "w48")
                 for suffix in ("", "_backbone", "_seg_ade20k", "_seg_cityscapes", "_ocr_ade20k", "_ocr_cityscapes")}
@@ -72,19 +61,19 @@ def test_registered_names():
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
 def test_params_match_official(name):
-    assert sum(p.numel() for p in _meta(name).parameters()) == OFFICIAL_PARAMS[name]
+    assert sum(p.numel() for p in meta_build(name).parameters()) == OFFICIAL_PARAMS[name]
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_STATE_DICT))
 def test_state_dict_layout_matches_official(name):
-    state = _meta(name).state_dict()
+    state = meta_build(name).state_dict()
     lines = "\n".join(f"{k}:{tuple(v.shape)}" for k, v in state.items())
     assert (len(state), hashlib.sha256(lines.encode()).hexdigest()[:16]) == OFFICIAL_STATE_DICT[name]
 
 
 def test_backbone_keys_are_top_level_in_seg_models():
-    backbone = set(_meta("hrnetv2_w32_backbone").state_dict())
-    seg = set(_meta("hrnetv2_w32_seg_ade20k").state_dict())
+    backbone = set(meta_build("hrnetv2_w32_backbone").state_dict())
+    seg = set(meta_build("hrnetv2_w32_seg_ade20k").state_dict())
     assert backbone < seg
     assert {k.split(".")[0] for k in seg - backbone} == {"last_layer"}
 
@@ -105,7 +94,7 @@ def test_seg_flops_at_odd_size_match_official(name):
     info = models.model_info(name)
     # our forward adds the test-time bilinear resize of the logits, 4 flops per output element in fvcore
     resize = 4 * info.num_classes * size[0] * size[1]
-    measured = _flops(models.create_model(name), size)
+    measured = fvcore_flops(models.create_model(name), size)
     assert measured - resize == pytest.approx(OFFICIAL_FLOPS[(name, size)], rel=1e-4)
 
 
@@ -151,14 +140,4 @@ def test_ocr_returns_main_logits():
 
 @pytest.mark.parametrize("name", ["hrnetv2_w18", "hrnetv2_w18_seg_cityscapes", "hrnetv2_w18_ocr_ade20k"])
 def test_state_dict_round_trip(name):
-    torch.manual_seed(0)
-    source = models.create_model(name).eval()
-    for module in source.modules():  # non-trivial BN statistics so a lost buffer changes the output
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
-    target = models.create_model(name).eval()
-    target.load_state_dict(source.state_dict(), strict=True)
-    img = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(target(img), source(img))
+    assert_round_trip(name)

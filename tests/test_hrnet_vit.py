@@ -2,33 +2,16 @@
 scaling to HRViT's published numbers."""
 import pytest
 import torch
-from fvcore.nn import FlopCountAnalysis
 
 import models
 from models.hrnet_vit import MiTBranch
+from model_checks import assert_round_trip, meta_build, meta_macs, n_params
 
 # HRViT README, ADE20K 512x512 with the SegFormer head: params (M) per variant
 HRVIT_ADE_PARAMS = {"b1": 8.2, "b2": 20.8, "b3": 28.7}
 
 
-def _meta(name, **overrides):
-    with torch.device("meta"):
-        return models.create_model(name, **overrides)
-
-
-def _params(module):
-    return sum(p.numel() for p in module.parameters())
-
-
-def _flops(model, size):
-    analysis = FlopCountAnalysis(model.eval(), torch.zeros(1, 3, *size))
-    analysis.unsupported_ops_warnings(False)
-    analysis.uncalled_modules_warnings(False)
-    with torch.no_grad():
-        return analysis.total()
-
-
-def mit_block_params(c, sr, mlp_ratio=4):
+def mit_blockn_params(c, sr, mlp_ratio=4):
     """One MiT block from its formula: two LayerNorms, q/kv/proj Linears, the spatial-reduction conv + its
     LayerNorm when sr > 1, and the Mix-FFN (fc1, depthwise 3x3, fc2)."""
     hidden = mlp_ratio * c
@@ -49,36 +32,36 @@ def test_registered_names():
 
 def test_branch_stack_matches_hand_arithmetic():
     # b1, stage 3, branch 2 (1/16): 128 channels, 6 blocks, sr 2, then the stack's LayerNorm
-    stage3 = _meta("hrnet_mit_b1_backbone").stage3
+    stage3 = meta_build("hrnet_mit_b1_backbone").stage3
     branch = stage3[0].branches[2]
     assert isinstance(branch, MiTBranch) and len(branch.blocks) == 6
-    assert _params(branch) == 6 * mit_block_params(128, sr=2) + 2 * 128
+    assert n_params(branch) == 6 * mit_blockn_params(128, sr=2) + 2 * 128
     # the 1/4 branch: 32 channels, one block, sr 8
-    assert _params(stage3[0].branches[0]) == mit_block_params(32, sr=8) + 2 * 32
+    assert n_params(stage3[0].branches[0]) == mit_blockn_params(32, sr=8) + 2 * 32
 
 
 def test_fusion_layers_match_hand_arithmetic():
-    fuse = _meta("hrnet_mit_b1_backbone").stage4[0].fuse_layers
+    fuse = meta_build("hrnet_mit_b1_backbone").stage4[0].fuse_layers
     conv_bn = lambda k, cin, cout: k * k * cin * cout + 2 * cout  # noqa: E731  (no conv bias; BN weight + bias)
     # 1/4 (32 ch) -> 1/32 (256 ch): two stride-2 3x3 convs keeping 32 channels, a third one to 256
-    assert _params(fuse[3][0]) == 2 * conv_bn(3, 32, 32) + conv_bn(3, 32, 256)
+    assert n_params(fuse[3][0]) == 2 * conv_bn(3, 32, 32) + conv_bn(3, 32, 256)
     # 1/32 -> 1/4: 1x1 conv + BN, then a parameter-free upsampling
-    assert _params(fuse[0][3]) == conv_bn(1, 256, 32)
+    assert n_params(fuse[0][3]) == conv_bn(1, 256, 32)
     assert fuse[2][2] is None
 
 
 def test_heads_follow_hrvit():
-    model = _meta("hrnet_mit_b3_seg_ade20k")
+    model = meta_build("hrnet_mit_b3_seg_ade20k")
     head = model.decode_head
     assert head.in_channels == [64, 128, 256, 512] and head.channels == 768
     # no BN/ReLU on the per-scale projections (HRViT's configs), fused by a bias-free 1x1 conv + BN
     expected = sum(c * 768 + 768 for c in head.in_channels) + 4 * 768 * 768 + 2 * 768 + 768 * 150 + 150
-    assert _params(head) == expected
+    assert n_params(head) == expected
 
 
 @pytest.mark.parametrize("variant", ["b1", "b2", "b3"])
 def test_heads_per_branch(variant):
-    stage4 = _meta(f"hrnet_mit_{variant}_backbone").stage4[0]
+    stage4 = meta_build(f"hrnet_mit_{variant}_backbone").stage4[0]
     heads = [branch.blocks[0].attn.num_heads for branch in stage4.branches]
     sr = [branch.blocks[0].attn.sr_ratio for branch in stage4.branches]
     assert heads == {"b1": [1, 2, 4, 8], "b2": [2, 4, 10, 16], "b3": [2, 4, 8, 16]}[variant]
@@ -111,21 +94,11 @@ def test_cityscapes_model():
 
 
 def test_state_dict_round_trip():
-    torch.manual_seed(0)
-    source = models.create_model("hrnet_mit_b1_seg_cityscapes").eval()
-    for module in source.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
-    target = models.create_model("hrnet_mit_b1_seg_cityscapes").eval()
-    target.load_state_dict(source.state_dict(), strict=True)
-    img = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(target(img), source(img))
+    assert_round_trip("hrnet_mit_b1_seg_cityscapes")
 
 
 def test_params_grow_faster_than_hrvit():
-    ours = {v: _params(_meta(f"hrnet_mit_{v}_seg_ade20k")) / 1e6 for v in ("b1", "b2", "b3")}
+    ours = {v: n_params(meta_build(f"hrnet_mit_{v}_seg_ade20k")) / 1e6 for v in ("b1", "b2", "b3")}
     assert ours["b1"] < ours["b2"] < ours["b3"]
     # every variant costs more than HRViT's, and the gap widens with size
     gaps = [ours[v] / HRVIT_ADE_PARAMS[v] for v in ("b1", "b2", "b3")]
@@ -135,8 +108,6 @@ def test_params_grow_faster_than_hrvit():
 
 def test_backbone_flops_grow_faster_than_hrvit():
     size = (128, 128)
-    ours = _flops(models.create_model("hrnet_mit_b3_backbone"), size) / _flops(
-        models.create_model("hrnet_mit_b1_backbone"), size)
-    hrvit = _flops(models.create_model("hrvit_b3_backbone", use_sdpa=False), size) / _flops(
-        models.create_model("hrvit_b1_backbone", use_sdpa=False), size)
+    ours = meta_macs("hrnet_mit_b3_backbone", size) / meta_macs("hrnet_mit_b1_backbone", size)
+    hrvit = meta_macs("hrvit_b3_backbone", size) / meta_macs("hrvit_b1_backbone", size)
     assert ours > 1.2 * hrvit

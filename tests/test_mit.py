@@ -3,15 +3,13 @@
 Reference numbers were measured with fvcore on the official code (mmseg/models/backbones/mix_transformer.py,
 decode_heads/segformer_head.py at 65fa8cf, run outside this repository with shims for timm/mmcv/mmseg).
 """
-import hashlib
-import io
 
 import pytest
 import torch
-from fvcore.nn import FlopCountAnalysis
 
 from models import create_model, list_models, model_info
 from models.mit import Block, MIT_CONFIGS
+from model_checks import assert_round_trip, fvcore_analysis, fvcore_flops, key_layout, meta_build, n_params
 
 OFFICIAL_BACKBONE_PARAMS = {
     "b0": 3_319_392, "b1": 13_151_424, "b2": 24_196_288, "b3": 44_072_128, "b4": 60_842_688, "b5": 81_443_008,
@@ -29,27 +27,6 @@ OFFICIAL_KEY_LAYOUTS = {
     "mit_b2_seg_cityscapes": ("756ea1893eb61625", 350),
     "mit_b5_backbone": ("82a23991f4eaea58", 1052),
 }
-
-
-def meta_build(name):
-    with torch.device("meta"):
-        return create_model(name)
-
-
-def n_params(model):
-    return sum(p.numel() for p in model.parameters())
-
-
-def fvcore_flops(model, size):
-    analysis = FlopCountAnalysis(model.eval(), torch.randn(1, 3, *size))
-    analysis.unsupported_ops_warnings(False)
-    analysis.uncalled_modules_warnings(False)
-    return analysis.total(), analysis
-
-
-def key_layout(model):
-    lines = "\n".join(f"{k}:{tuple(v.shape)}" for k, v in sorted(model.state_dict().items()))
-    return hashlib.sha256(lines.encode()).hexdigest()[:16], len(model.state_dict())
 
 
 def test_registered_names():
@@ -116,21 +93,22 @@ def hand_count_backbone(variant, H, W):
 
 @pytest.mark.parametrize("variant,size", [("b0", (64, 96)), ("b2", (97, 131))])
 def test_backbone_flops_match_hand_count(variant, size):
-    total, _ = fvcore_flops(create_model(f"mit_{variant}_backbone"), size)
+    total = fvcore_flops(create_model(f"mit_{variant}_backbone"), size)
     assert total == hand_count_backbone(variant, *size)
 
 
 def test_flops_match_official_small_inputs():
     # Official code, fvcore, at odd and small inputs.
-    assert fvcore_flops(create_model("mit_b0_seg_cityscapes"), (97, 131))[0] == 373_955_396
-    assert fvcore_flops(create_model("mit_b0_seg_ade20k"), (97, 131))[0] == 408_281_064
-    assert fvcore_flops(create_model("mit_b0_backbone"), (64, 96))[0] == 52_007_424
+    assert fvcore_flops(create_model("mit_b0_seg_cityscapes"), (97, 131)) == 373_955_396
+    assert fvcore_flops(create_model("mit_b0_seg_ade20k"), (97, 131)) == 408_281_064
+    assert fvcore_flops(create_model("mit_b0_backbone"), (64, 96)) == 52_007_424
 
 
 def test_segformer_b1_ade512_flops_match_official():
     """The published-setting count; it includes EncoderDecoder's final resize of the logits to 512x512
     (157,286,400 of fvcore's upsample_bilinear2d FLOPs; without it the official code counts 15,999,041,536)."""
-    total, analysis = fvcore_flops(create_model("mit_b1_seg_ade20k"), (512, 512))
+    analysis = fvcore_analysis(create_model("mit_b1_seg_ade20k"), (512, 512))
+    total = analysis.total()
     assert total == 16_156_327_936
     assert "decode_head.conv_seg" in analysis.uncalled_modules()
 
@@ -165,19 +143,4 @@ def test_cityscapes_forward_shape():
 
 @pytest.mark.parametrize("name", ["mit_b0_seg_ade20k", "mit_b0"])
 def test_state_dict_round_trip(name):
-    torch.manual_seed(0)
-    source = create_model(name).eval()
-    with torch.no_grad():  # move BN statistics off their defaults so they are really carried over
-        for module in source.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-1, 1)
-                module.running_var.uniform_(0.5, 2)
-    buffer = io.BytesIO()
-    torch.save(source.state_dict(), buffer)
-    buffer.seek(0)
-    torch.manual_seed(1)
-    target = create_model(name).eval()
-    target.load_state_dict(torch.load(buffer), strict=True)
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        assert torch.equal(source(x), target(x))
+    assert_round_trip(name)
