@@ -1,9 +1,11 @@
 """Does hrvit-bench's latency harness agree with torch.utils.benchmark?
 
 For every model, input size and dtype, one run times the same callable (same model, input, dtype and threads)
-with hrvit-bench's harness (``latency.measure_point``: per-call samples, the median of them) and with
-``torch.utils.benchmark.Timer.blocked_autorange`` (the median of block means), and prints both medians and
-their ratio. They should agree within --tolerance (3%); the exit status is 1 when any row does not.
+with hrvit-bench's harness (``latency.time_calls``: warm-up, then per-call samples, their median) and with
+``torch.utils.benchmark.Timer.blocked_autorange`` (the median of block means), for the same time budget, and
+prints both medians and their ratio. Repeats alternate which goes first, so a load that drifts during a repeat
+does not always favour the same one. They should agree within --tolerance (3%); the exit status is 1 when any
+row does not.
 
     python benchmarks/latency_agreement.py                      # CPU: hrvit_b1 at 224x224, fp32, 3 repeats
     python benchmarks/latency_agreement.py --device cuda        # GPU: HRViT-b1/b2/b3, MiT-B1/B2 segmentation
@@ -28,6 +30,7 @@ from rich.table import Table
 from hrvit_bench import latency, zoo
 from hrvit_bench.environment import Environment
 from hrvit_bench.errors import UsageError
+from hrvit_bench.latency import LatencyStats
 
 GPU_MODELS = "hrvit_b1_seg_ade20k,hrvit_b2_seg_ade20k,hrvit_b3_seg_ade20k,mit_b1_seg_ade20k,mit_b2_seg_ade20k"
 GPU_INPUTS = "512x512,1024x1024"
@@ -60,7 +63,6 @@ def main(argv=None) -> int:
     for dtype in args.dtypes:
         settings = latency.LatencySettings(
             device=args.device, dtype=dtype, warmup=args.warmup, min_time=args.min_time, threads=args.threads,
-            cross_check=True,
         )
         latency.preflight(settings)
         with latency.pinned(settings):
@@ -71,15 +73,12 @@ def main(argv=None) -> int:
                 for size in args.inputs:
                     shape = zoo.input_shape(info, size, args.batch_size)
                     for repeat in range(1, args.repeats + 1):
-                        point = latency.measure_point(model, shape, settings)
-                        rows.append({
-                            "model": name, "input": f"{shape[2]}x{shape[3]}", "batch_size": shape[0], "dtype": dtype,
-                            "threads": settings.threads, "repeat": repeat, "status": point.status,
-                            "ours_median_ms": point.stats.median_ms if point.stats else None,
-                            "ours_samples": point.stats.n if point.stats else None,
-                            "timer_median_ms": point.reference_median_ms, "ratio": point.reference_ratio,
-                            "load_1min": round(os.getloadavg()[0], 2),
-                        })
+                        row = {"model": name, "input": f"{shape[2]}x{shape[3]}", "batch_size": shape[0],
+                               "dtype": dtype, "threads": settings.threads, "repeat": repeat,
+                               "first": "timer" if repeat % 2 == 0 else "ours"}
+                        row.update(measure_pair(model, shape, settings, timer_first=repeat % 2 == 0))
+                        row["load_1min"] = round(os.getloadavg()[0], 2)
+                        rows.append(row)
                 del model
                 if settings.torch_device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -91,20 +90,49 @@ def main(argv=None) -> int:
     return 1 if failed else 0
 
 
+def measure_pair(model, shape, settings: latency.LatencySettings, timer_first: bool) -> dict:
+    """Both medians of one callable; an out-of-memory gives status "oom" and no numbers."""
+    device = settings.torch_device
+    try:
+        with torch.inference_mode():
+            x = torch.randn(shape, device=device, dtype=latency.DTYPES[settings.dtype])
+            step = latency.make_step(model, x, settings)
+
+            def ours() -> LatencyStats:
+                samples = latency.time_calls(step, device, settings.warmup, min_time=settings.min_time)
+                return LatencyStats.from_samples(samples)
+
+            def timer() -> float:
+                return latency.reference_median_ms(step, settings.threads, settings.min_time)
+
+            if timer_first:
+                timer_ms, stats = timer(), ours()
+            else:
+                stats, timer_ms = ours(), timer()
+    except Exception as exc:
+        if not latency.is_out_of_memory(exc):
+            raise
+        return {"status": "oom", "ours_median_ms": None, "ours_samples": None, "timer_median_ms": None,
+                "ratio": None}
+    return {"status": "ok", "ours_median_ms": stats.median_ms, "ours_samples": stats.n, "timer_median_ms": timer_ms,
+            "ratio": stats.median_ms / timer_ms}
+
+
 def show(rows: list[dict], environment: Environment, tolerance: float) -> None:
     table = Table(title="hrvit-bench harness vs torch.utils.benchmark Timer.blocked_autorange (medians)",
                   caption=environment.summary())
-    for col in ("model", "input", "dtype", "threads", "repeat", "ours ms", "n", "Timer ms", "ours/Timer",
+    for col in ("model", "input", "dtype", "threads", "repeat", "first", "ours ms", "n", "Timer ms", "ours/Timer",
                 f"within {tolerance:.0%}", "load"):
         table.add_column(col, justify="left" if col in ("model", "input", "dtype") else "right")
     for r in rows:
         if r["status"] != "ok":
-            table.add_row(r["model"], r["input"], r["dtype"], str(r["threads"]), str(r["repeat"]), r["status"].upper(),
-                          "", "", "", "", f"{r['load_1min']:.2f}")
+            table.add_row(r["model"], r["input"], r["dtype"], str(r["threads"]), str(r["repeat"]), r["first"],
+                          r["status"].upper(), "", "", "", "", f"{r['load_1min']:.2f}")
             continue
         agree = abs(r["ratio"] - 1) <= tolerance
         table.add_row(
-            r["model"], r["input"], r["dtype"], str(r["threads"]), str(r["repeat"]), f"{r['ours_median_ms']:.3f}",
+            r["model"], r["input"], r["dtype"], str(r["threads"]), str(r["repeat"]), r["first"],
+            f"{r['ours_median_ms']:.3f}",
             str(r["ours_samples"]), f"{r['timer_median_ms']:.3f}", f"{r['ratio']:.4f}",
             "yes" if agree else "[red]NO[/red]", f"{r['load_1min']:.2f}",
         )
