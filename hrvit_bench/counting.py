@@ -57,7 +57,7 @@ def einsum_macs(equation: str, shapes: list[list[int]]) -> int:
     for i, term in enumerate(terms[1:], start=1):
         joint = set(current) | set(term)
         macs += math.prod(sizes[c] for c in joint)
-        needed = set(out).union(*terms[i + 1 :]) if i + 1 < len(terms) else set(out)
+        needed = set(out).union(*terms[i + 1 :])
         current = "".join(c for c in joint if c in needed)
     return macs
 
@@ -189,8 +189,8 @@ _DATA_MOVEMENT = frozenset(
 
 
 def _like_input(a, k):
-    x = a[0]
-    return x if (k.get("inplace") or (len(a) > 1 and a[-1] is True and isinstance(a[-1], bool))) else torch.empty_like(x)
+    """relu, hardswish, silu, ...: ``(input, inplace=False)``; in place returns the input itself."""
+    return a[0] if _arg(a, k, 1, "inplace", False) else torch.empty_like(a[0])
 
 
 def _linear_shape(a, k):
@@ -327,10 +327,6 @@ def _roll_up(leaf_counts: dict[str, Counter], module_names) -> dict[str, Counter
         for i in range(len(parts) + 1):
             rolled.setdefault(".".join(parts[:i]), Counter()).update(counts)
     return rolled
-
-
-def to_meta(model: nn.Module) -> nn.Module:
-    return model.to("meta")
 
 
 def _count_meta(model: nn.Module, inputs: tuple) -> "_RawCounts":
@@ -490,7 +486,7 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...], *, engine: str = 
     params, trainable = parameter_counts(model)
     if engine == "meta":
         on_meta = all(p.is_meta for p in model.parameters())
-        meta_model = model if on_meta else to_meta(copy.deepcopy(model))
+        meta_model = model if on_meta else copy.deepcopy(model).to("meta")
         raw = _count_meta(meta_model, (torch.zeros(input_shape, device="meta"),))
     else:
         raw = _count_fvcore(model, (torch.zeros(input_shape),))
