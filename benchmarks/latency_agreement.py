@@ -3,9 +3,13 @@
 For every model, input size and dtype, one run times the same callable (same model, input, dtype and threads)
 with hrvit-bench's harness (``latency.time_calls``: warm-up, then per-call samples, their median) and with
 ``torch.utils.benchmark.Timer.blocked_autorange`` (the median of block means), for the same time budget, and
-prints both medians and their ratio. Repeats alternate which goes first, so a load that drifts during a repeat
-does not always favour the same one. They should agree within --tolerance (3%); the exit status is 1 when any
+prints both medians and their ratio. They should agree within --tolerance (3%); the exit status is 1 when any
 row does not.
+
+On a shared machine the load changes from one second to the next (here the same call took 150 ms, then 200 ms
+a few seconds later), so two harnesses run one after the other measure two different machines. Each repeat
+therefore splits the time budget into --rounds interleaved rounds, alternating which harness goes first, and
+pools each harness's rounds: our samples into one median, Timer's measurements with ``Measurement.merge``.
 
     python benchmarks/latency_agreement.py                      # CPU: hrvit_b1 at 224x224, fp32, 3 repeats
     python benchmarks/latency_agreement.py --device cuda        # GPU: HRViT-b1/b2/b3, MiT-B1/B2 segmentation
@@ -26,6 +30,7 @@ import sys
 import torch
 from rich.console import Console
 from rich.table import Table
+from torch.utils.benchmark import Measurement
 
 from hrvit_bench import latency, zoo
 from hrvit_bench.environment import Environment
@@ -47,6 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--min-time", type=float, default=3.0, help="seconds of timed calls, for each harness")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds per repeat, pooled")
     parser.add_argument("--tolerance", type=float, default=0.03, help="largest |ours / Timer - 1| that agrees")
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     args = parser.parse_args(argv)
@@ -74,9 +80,8 @@ def main(argv=None) -> int:
                     shape = zoo.input_shape(info, size, args.batch_size)
                     for repeat in range(1, args.repeats + 1):
                         row = {"model": name, "input": f"{shape[2]}x{shape[3]}", "batch_size": shape[0],
-                               "dtype": dtype, "threads": settings.threads, "repeat": repeat,
-                               "first": "timer" if repeat % 2 == 0 else "ours"}
-                        row.update(measure_pair(model, shape, settings, timer_first=repeat % 2 == 0))
+                               "dtype": dtype, "threads": settings.threads, "repeat": repeat, "rounds": args.rounds}
+                        row.update(measure_pair(model, shape, settings, args.rounds))
                         row["load_1min"] = round(os.getloadavg()[0], 2)
                         rows.append(row)
                 del model
@@ -90,50 +95,49 @@ def main(argv=None) -> int:
     return 1 if failed else 0
 
 
-def measure_pair(model, shape, settings: latency.LatencySettings, timer_first: bool) -> dict:
-    """Both medians of one callable; an out-of-memory gives status "oom" and no numbers."""
+def measure_pair(model, shape, settings: latency.LatencySettings, rounds: int) -> dict:
+    """Both medians of one callable over interleaved rounds; an out-of-memory gives status "oom" and no numbers."""
     device = settings.torch_device
+    budget = settings.min_time / rounds
+    samples, measurements = [], []
     try:
         with torch.inference_mode():
             x = torch.randn(shape, device=device, dtype=latency.DTYPES[settings.dtype])
             step = latency.make_step(model, x, settings)
-
-            def ours() -> LatencyStats:
-                samples = latency.time_calls(step, device, settings.warmup, min_time=settings.min_time)
-                return LatencyStats.from_samples(samples)
-
-            def timer() -> float:
-                return latency.reference_median_ms(step, settings.threads, settings.min_time)
-
-            if timer_first:
-                timer_ms, stats = timer(), ours()
-            else:
-                stats, timer_ms = ours(), timer()
+            for i in range(rounds):
+                for harness in ("ours", "timer") if i % 2 == 0 else ("timer", "ours"):
+                    if harness == "ours":
+                        warmup = settings.warmup if i == 0 else 0
+                        samples += latency.time_calls(step, device, warmup, min_time=budget)
+                    else:
+                        measurements.append(latency.reference_timing(step, settings.threads, budget))
     except Exception as exc:
         if not latency.is_out_of_memory(exc):
             raise
         return {"status": "oom", "ours_median_ms": None, "ours_samples": None, "timer_median_ms": None,
                 "ratio": None}
+    stats = LatencyStats.from_samples(samples)
+    [merged] = Measurement.merge(measurements)
+    timer_ms = merged.median * 1e3
     return {"status": "ok", "ours_median_ms": stats.median_ms, "ours_samples": stats.n, "timer_median_ms": timer_ms,
-            "ratio": stats.median_ms / timer_ms}
+            "timer_blocks": len(merged.times), "ratio": stats.median_ms / timer_ms}
 
 
 def show(rows: list[dict], environment: Environment, tolerance: float) -> None:
     table = Table(title="hrvit-bench harness vs torch.utils.benchmark Timer.blocked_autorange (medians)",
                   caption=environment.summary())
-    for col in ("model", "input", "dtype", "threads", "repeat", "first", "ours ms", "n", "Timer ms", "ours/Timer",
+    for col in ("model", "input", "dtype", "threads", "repeat", "ours ms", "n", "Timer ms", "blocks", "ours/Timer",
                 f"within {tolerance:.0%}", "load"):
         table.add_column(col, justify="left" if col in ("model", "input", "dtype") else "right")
     for r in rows:
         if r["status"] != "ok":
-            table.add_row(r["model"], r["input"], r["dtype"], str(r["threads"]), str(r["repeat"]), r["first"],
-                          r["status"].upper(), "", "", "", "", f"{r['load_1min']:.2f}")
+            table.add_row(r["model"], r["input"], r["dtype"], str(r["threads"]), str(r["repeat"]),
+                          r["status"].upper(), "", "", "", "", "", f"{r['load_1min']:.2f}")
             continue
         agree = abs(r["ratio"] - 1) <= tolerance
         table.add_row(
-            r["model"], r["input"], r["dtype"], str(r["threads"]), str(r["repeat"]), r["first"],
-            f"{r['ours_median_ms']:.3f}",
-            str(r["ours_samples"]), f"{r['timer_median_ms']:.3f}", f"{r['ratio']:.4f}",
+            r["model"], r["input"], r["dtype"], str(r["threads"]), str(r["repeat"]), f"{r['ours_median_ms']:.3f}",
+            str(r["ours_samples"]), f"{r['timer_median_ms']:.3f}", str(r["timer_blocks"]), f"{r['ratio']:.4f}",
             "yes" if agree else "[red]NO[/red]", f"{r['load_1min']:.2f}",
         )
     Console(width=None if sys.stdout.isatty() else 140).print(table)

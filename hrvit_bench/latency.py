@@ -309,12 +309,13 @@ def time_calls(
     return samples
 
 
-def reference_median_ms(step: Callable[[], object], threads: int, min_run_time: float) -> float:
-    """torch.utils.benchmark's median for the same callable and thread count (it synchronises CUDA itself)."""
+def reference_timing(step: Callable[[], object], threads: int, min_run_time: float):
+    """torch.utils.benchmark's ``Measurement`` (seconds) of the same callable and thread count; it synchronises
+    CUDA itself."""
     from torch.utils.benchmark import Timer
 
     timer = Timer(stmt="step()", globals={"step": step}, num_threads=threads, label="hrvit-bench cross-check")
-    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+    return timer.blocked_autorange(min_run_time=min_run_time)
 
 
 def _cuda_graph_step(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
@@ -576,7 +577,7 @@ def measure_point(
             samples = time_calls(step, device, settings.warmup, settings.iters, settings.min_time)
             if settings.cross_check:
                 budget = max(0.2, sum(samples) / 1e3)
-                point.reference_median_ms = reference_median_ms(step, settings.threads, budget)
+                point.reference_median_ms = reference_timing(step, settings.threads, budget).median * 1e3
     except Exception as exc:
         if not is_out_of_memory(exc):
             raise
