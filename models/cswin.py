@@ -13,7 +13,7 @@ from torch import nn
 
 from ._registry import register_model
 from .heads import EncoderDecoder, SegformerHead
-from .mit import DropPath, drop_path_rates
+from .layers import DropPath, drop_path_rates
 
 __all__ = ["CSWinBlock", "CSWinTransformer", "CSWin", "LePEAttention"]
 

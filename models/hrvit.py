@@ -43,6 +43,7 @@ from torch import nn
 
 from ._registry import register_model
 from .heads import EncoderDecoder, SegformerHead
+from .layers import DropPath
 
 __all__ = ["HRViT", "HRViTClassifier", "HRVIT_CONFIGS", "ABLATIONS"]
 
@@ -99,20 +100,6 @@ _ABLATION_COSTS = {
 }
 
 _MASK_VALUE = -100.0  # the official additive mask for zero-padded keys
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: drop a residual branch per sample while training."""
-
-    def __init__(self, drop_prob: float = 0.0):
-        super().__init__()
-        self.drop_prob = drop_prob
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.drop_prob == 0.0:
-            return x
-        keep = 1.0 - self.drop_prob
-        return x * x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep) / keep
 
 
 def _to_map(x: torch.Tensor) -> torch.Tensor:
