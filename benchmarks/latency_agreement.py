@@ -11,9 +11,9 @@ a few seconds later), so two harnesses run one after the other measure two diffe
 therefore splits the time budget into --rounds interleaved rounds, alternating which harness goes first, and
 pools each harness's rounds: our samples into one median, Timer's measurements with ``Measurement.merge``.
 
-    python benchmarks/latency_agreement.py                      # CPU: hrvit_b1 at 224x224, fp32, 3 repeats
+    python benchmarks/latency_agreement.py --threads 1          # CPU: hrvit_b1 at 224x224, fp32, 3 repeats
     python benchmarks/latency_agreement.py --device cuda        # GPU: HRViT-b1/b2/b3, MiT-B1/B2 segmentation
-                                                                # at 512x512 and 1024x1024, fp32 and bf16
+                                                                # at 512x512 and 1024x1024, fp32 and bf16 (~5 min)
 
 On CUDA the harness synchronises before every call (a sample is one request's latency) while Timer runs
 several calls per block when a call is short and synchronises once per block, so a launch-bound model can
@@ -50,9 +50,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--threads", type=int, help="pinned CPU threads (default: torch's current count)")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--min-time", type=float, default=3.0, help="seconds of timed calls, for each harness")
+    parser.add_argument("--min-time", type=float,
+                        help="seconds of timed calls per repeat, for each harness (default: 12 on cpu, 2 on cuda)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds per repeat, pooled")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds per repeat, pooled (default: 12 cpu, 4 cuda)")
     parser.add_argument("--tolerance", type=float, default=0.03, help="largest |ours / Timer - 1| that agrees")
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     args = parser.parse_args(argv)
@@ -60,6 +61,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.models = (args.models or (GPU_MODELS if cuda else "hrvit_b1")).split(",")
     args.inputs = latency.parse_sizes(args.inputs or (GPU_INPUTS if cuda else None))
     args.dtypes = (args.dtypes or ("fp32,bf16" if cuda else "fp32")).split(",")
+    args.min_time = args.min_time or (2.0 if cuda else 12.0)
+    args.rounds = args.rounds or (4 if cuda else 12)
     return args
 
 
