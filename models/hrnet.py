@@ -89,21 +89,6 @@ def make_res_layer(block: type[nn.Module], in_channels: int, planes: int, num_bl
     return nn.Sequential(*layers)
 
 
-def fuse_branches(xs: list[torch.Tensor], fuse_layers: nn.ModuleList, activation: nn.Module, upsample_mode: str,
-                  align_corners: bool) -> list[torch.Tensor]:
-    """HRNet's exchange: output ``dst`` sums every branch, brought to its resolution by ``fuse_layers[dst][src]``."""
-    outs = []
-    for dst, paths in enumerate(fuse_layers):
-        y = xs[dst]
-        for src, path in enumerate(paths):
-            if src < dst:
-                y = y + path(xs[src])
-            elif src > dst:
-                y = y + resize(path(xs[src]), xs[dst].shape[2:], upsample_mode, align_corners)
-        outs.append(activation(y))
-    return outs
-
-
 def _fuse_path(channels: list[int], src: int, dst: int) -> nn.Module | None:
     """The path from branch ``src`` to branch ``dst`` in HRNet's fusion (``None`` on the identity)."""
     if src == dst:
@@ -124,15 +109,18 @@ def resize(x: torch.Tensor, size, mode: str, align_corners: bool | None = None) 
     return F.interpolate(x, size=size, mode=mode, align_corners=align_corners)
 
 
-class HRModule(nn.Module):
-    """One exchange unit: residual blocks on every branch, then every output sums every (resized) input."""
+class ExchangeUnit(nn.Module):
+    """HRNet's exchange unit: a stack on every branch, then every output sums every input brought to its resolution.
 
-    def __init__(self, channels: list[int], num_blocks: int, upsample_mode: str = "bilinear",
+    The branch stacks are the subclass's: residual blocks in HRNet, MiT blocks in the naive HRNet-ViT.
+    """
+
+    def __init__(self, channels: list[int], branches: nn.ModuleList, upsample_mode: str = "bilinear",
                  align_corners: bool = False):
         super().__init__()
         self.upsample_mode = upsample_mode
         self.align_corners = align_corners
-        self.branches = nn.ModuleList(make_res_layer(BasicBlock, c, c, num_blocks) for c in channels)
+        self.branches = branches
         self.fuse_layers = None
         if len(channels) > 1:
             self.fuse_layers = nn.ModuleList(
@@ -145,7 +133,25 @@ class HRModule(nn.Module):
         xs = [branch(x) for branch, x in zip(self.branches, xs)]
         if self.fuse_layers is None:
             return xs
-        return fuse_branches(xs, self.fuse_layers, self.relu, self.upsample_mode, self.align_corners)
+        outs = []
+        for dst, paths in enumerate(self.fuse_layers):
+            y = xs[dst]
+            for src, path in enumerate(paths):
+                if src < dst:
+                    y = y + path(xs[src])
+                elif src > dst:
+                    y = y + resize(path(xs[src]), xs[dst].shape[2:], self.upsample_mode, self.align_corners)
+            outs.append(self.relu(y))
+        return outs
+
+
+class HRModule(ExchangeUnit):
+    """One exchange unit with residual blocks on every branch."""
+
+    def __init__(self, channels: list[int], num_blocks: int, upsample_mode: str = "bilinear",
+                 align_corners: bool = False):
+        branches = nn.ModuleList(make_res_layer(BasicBlock, c, c, num_blocks) for c in channels)
+        super().__init__(channels, branches, upsample_mode, align_corners)
 
 
 class HighResolutionNet(nn.Module):

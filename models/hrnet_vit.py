@@ -31,7 +31,7 @@ from torch import nn
 
 from ._registry import register_model
 from .heads import EncoderDecoder, SegformerHead
-from .hrnet import HighResolutionNet, _fuse_path, fuse_branches
+from .hrnet import ExchangeUnit, HighResolutionNet
 from .mit import Block
 
 __all__ = ["HRNetMiT", "MiTBranch", "MiTHRModule"]
@@ -57,30 +57,16 @@ class MiTBranch(nn.Module):
         return self.norm(tokens).transpose(1, 2).reshape(B, C, H, W)
 
 
-class MiTHRModule(nn.Module):
+class MiTHRModule(ExchangeUnit):
     """HRNet's exchange unit with MiT block stacks in place of residual blocks on the branches."""
 
     def __init__(self, channels: list[int], depths: list[int], dim_head: int, mlp_ratio: float = 4.0,
                  align_corners: bool = False):
-        super().__init__()
-        self.align_corners = align_corners
-        self.branches = nn.ModuleList(
+        branches = nn.ModuleList(
             MiTBranch(c, d, max(c // dim_head, 1), SR_RATIOS[i], mlp_ratio)
             for i, (c, d) in enumerate(zip(channels, depths))
         )
-        self.fuse_layers = None
-        if len(channels) > 1:
-            self.fuse_layers = nn.ModuleList(
-                nn.ModuleList(_fuse_path(channels, src, dst) for src in range(len(channels)))
-                for dst in range(len(channels))
-            )
-        self.relu = nn.ReLU(inplace=True)
-
-    def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
-        xs = [branch(x) for branch, x in zip(self.branches, xs)]
-        if self.fuse_layers is None:
-            return xs
-        return fuse_branches(xs, self.fuse_layers, self.relu, "bilinear", self.align_corners)
+        super().__init__(channels, branches, "bilinear", align_corners)
 
 
 class HRNetMiT(nn.Module):
