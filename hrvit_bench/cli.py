@@ -10,7 +10,7 @@ import typer
 from rich.progress import Progress
 
 from . import output, zoo
-from .conventions import CONVENTION_NAMES, DEFAULT, Convention, parse_conventions
+from .conventions import CONVENTION_NAMES, DEFAULT, parse_conventions
 from .errors import UsageError
 
 app = typer.Typer(
@@ -76,6 +76,13 @@ ModelOpt = Annotated[
 DEFAULT_MODELS = ["hrvit_b1"]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of tables.")]
 CsvOpt = Annotated[bool, typer.Option("--csv", help="Print CSV on stdout instead of tables.")]
+ConventionOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(help=f"Convention(s) to report (default: all): {', '.join(CONVENTION_NAMES)}."),
+]
+JobsOpt = Annotated[
+    Optional[int], typer.Option(min=1, help="Processes counting in parallel (default: cores, at most 4).")
+]
 
 
 def _emit(results: list, as_json: bool, as_csv: bool) -> None:
@@ -159,10 +166,7 @@ def flops(
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward.")] = 1,
     by: Annotated[By, typer.Option(help="Break down by operator or by module.")] = By.operator,
     depth: Annotated[int, typer.Option(min=0, help="Module depth for --by module.")] = 1,
-    convention: Annotated[
-        Optional[list[str]],
-        typer.Option(help=f"Convention(s) to report (default: all): {', '.join(CONVENTION_NAMES)}."),
-    ] = None,
+    convention: ConventionOpt = None,
     engine: Annotated[
         Engine, typer.Option(help="meta: fvcore's rules on shapes alone (fast); fvcore: fvcore on real tensors.")
     ] = Engine.meta,
@@ -242,22 +246,11 @@ class Latency(str, Enum):
     cuda = "cuda"
 
 
-ConventionOpt = Annotated[
-    Optional[list[str]],
-    typer.Option(help=f"Convention(s) to report (default: all): {', '.join(CONVENTION_NAMES)}."),
-]
-
-
 def _progress_callback(progress, task):
     def tick(label: str) -> None:
         progress.update(task, description=label)
 
     return tick
-
-
-JobsOpt = Annotated[
-    Optional[int], typer.Option(min=1, help="Processes counting in parallel (default: cores, at most 4).")
-]
 
 
 @command
