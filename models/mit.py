@@ -125,18 +125,16 @@ class MixVisionTransformer(nn.Module):
             self.add_module(f"norm{i}", nn.LayerNorm(dim, eps=1e-6))
 
     def forward_stages(self, x: torch.Tensor):
-        """Yield each stage's normalised tokens with their map size; the next stage embeds the map of these."""
+        """Yield each stage's normalised output as a (B, C, H, W) map, which the next stage embeds."""
         for i in range(1, len(self.embed_dims) + 1):
-            if i > 1:
-                x = _tokens_to_map(x, H, W)
             x, H, W = getattr(self, f"patch_embed{i}")(x)
             for block in getattr(self, f"block{i}"):
                 x = block(x, H, W)
-            x = getattr(self, f"norm{i}")(x)
-            yield x, H, W
+            x = _tokens_to_map(getattr(self, f"norm{i}")(x), H, W)
+            yield x
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [_tokens_to_map(tokens, H, W) for tokens, H, W in self.forward_stages(x)]
+        return list(self.forward_stages(x))
 
 
 class MiTClassifier(MixVisionTransformer):
@@ -151,8 +149,8 @@ class MiTClassifier(MixVisionTransformer):
         self.head = nn.Linear(self.embed_dims[-1], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        *_, (tokens, _, _) = self.forward_stages(x)
-        return self.head(tokens.mean(dim=1))
+        *_, last = self.forward_stages(x)
+        return self.head(last.flatten(2).mean(dim=2))  # the mean over the last stage's tokens
 
 
 class LinearEmbed(nn.Module):
