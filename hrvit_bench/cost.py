@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from rich.table import Table
 from torch import nn
 
@@ -10,6 +11,7 @@ from . import zoo
 from .conventions import ALL_CONVENTIONS, DEFAULT, Convention
 from .counting import MacCount, count_macs
 from .crosscheck import CounterResult, cross_check
+from .errors import UsageError
 
 
 def _depth(name: str) -> int:
@@ -124,8 +126,6 @@ class FlopReport:
         count = count_model(model, shape, engine, name)
         checks = []
         if cross_checks:
-            import torch
-
             device = "meta" if engine == "meta" else "cpu"
             checks = cross_check(model, (torch.zeros(shape, device=device),), count)
         return cls(count=count, cross_checks=checks, **options)
@@ -188,8 +188,6 @@ class FlopReport:
 
 
 def count_model(model: nn.Module, shape: tuple[int, ...], engine: str, name: str) -> MacCount:
-    from .errors import UsageError
-
     try:
         return count_macs(model, shape, engine=engine, name=name)
     except (RuntimeError, ValueError, IndexError, AssertionError) as exc:

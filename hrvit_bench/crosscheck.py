@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import copy
+import importlib
 from collections import Counter
 from dataclasses import dataclass
 
@@ -92,8 +93,6 @@ def _thop_category(module: nn.Module) -> str:
 
 
 def thop_counter(model: nn.Module, inputs: tuple, reference: MacCount) -> CounterResult:
-    import importlib
-
     thop_profile = importlib.import_module("thop.profile")  # the module; `thop.profile` is also its function
 
     by_op: Counter = Counter()

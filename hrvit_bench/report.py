@@ -17,7 +17,7 @@ from pathlib import Path
 
 import models
 
-from . import zoo
+from . import plots, zoo
 from .claims import (
     ClaimsReport,
     CountCache,
@@ -28,7 +28,9 @@ from .claims import (
     scaling_inputs,
 )
 from .conventions import ALL_CONVENTIONS
+from .environment import Environment
 from .errors import UsageError
+from .latency import LatencySettings, run
 from .output import csv_text
 
 MODELS_CSV, CLAIMS_CSV, CLAIMS_MD, REPORT_JSON = "models.csv", "claims.csv", "claims.md", "report.json"
@@ -101,8 +103,6 @@ class Report:
     @classmethod
     def measure(cls, engine: str = "meta", progress=None, latency_device: str | None = None,
                 jobs: int = 2) -> "Report":
-        from .environment import Environment
-
         start = time.perf_counter()
         counts = CountCache(engine)
         counts.prefetch(zoo_inputs() | claim_inputs(load_claims()) | scaling_inputs()
@@ -122,8 +122,6 @@ class Report:
         }
 
     def files(self) -> dict[str, str | bytes]:
-        from . import plots
-
         out = {
             MODELS_CSV: csv_text(r.to_dict() for r in self.rows),
             CLAIMS_CSV: csv_text(self.claims.csv_rows()),
@@ -159,9 +157,6 @@ def write_files(out_dir: str | Path, files: dict[str, str | bytes]) -> list[Path
 
 def measure_claim_latency(device: str, progress=None, iters: int = 10) -> list[dict]:
     """Latency of every model a measurable claim compares, at the claim's input: a short run per model."""
-    from .claims import load_claims
-    from .latency import LatencySettings, run
-
     by_size: dict[tuple[int, int], set[str]] = {}
     for claim in load_claims():
         if claim.measurable:

@@ -125,7 +125,7 @@ def test_report_latency_rows_and_plot(toy_model, monkeypatch):
     toy_claim = claims_module.Claim(
         id="toy", metric="params", kind="change", pairs=((toy_model, toy_model),), input=(32, 48), stated="0%",
         stated_pct=0.0, tolerance_pp=1.0, low_pct=None, high_pct=None, source="test", note="")
-    monkeypatch.setattr(claims_module, "load_claims", lambda: [toy_claim])
+    monkeypatch.setattr(reporting, "load_claims", lambda: [toy_claim])
     rows = reporting.measure_claim_latency("cpu", iters=3)
     assert [(r["model"], r["input"], r["status"]) for r in rows] == [(toy_model, "32x48", "ok")]
     assert rows[0]["median_ms"] > 0 and rows[0]["gmacs"] > 0
