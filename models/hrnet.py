@@ -154,6 +154,14 @@ class HRModule(ExchangeUnit):
         super().__init__(channels, branches, upsample_mode, align_corners)
 
 
+def apply_transition(transition: nn.ModuleList, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Adapt each branch to the next stage; a new branch grows from the lowest resolution, None keeps a branch."""
+    return [
+        xs[min(i, len(xs) - 1)] if layer is None else layer(xs[min(i, len(xs) - 1)])
+        for i, layer in enumerate(transition)
+    ]
+
+
 class HighResolutionNet(nn.Module):
     """HRNetV2 backbone: returns the four maps (W, 2W, 4W, 8W channels at 1/4 .. 1/32)."""
 
@@ -198,12 +206,7 @@ class HighResolutionNet(nn.Module):
         x = self.relu(self.bn2(self.conv2(x)))
         xs = [self.layer1(x)]
         for index in range(1, self.num_stages + 1):
-            transition = getattr(self, f"transition{index}")
-            xs = [
-                xs[min(i, len(xs) - 1)] if layer is None else layer(xs[min(i, len(xs) - 1)])
-                for i, layer in enumerate(transition)
-            ]
-            xs = getattr(self, f"stage{index + 1}")(xs)
+            xs = getattr(self, f"stage{index + 1}")(apply_transition(getattr(self, f"transition{index}"), xs))
         return xs
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -31,7 +31,7 @@ from torch import nn
 
 from ._registry import register_model
 from .heads import EncoderDecoder, SegformerHead
-from .hrnet import ExchangeUnit, HighResolutionNet
+from .hrnet import ExchangeUnit, HighResolutionNet, apply_transition
 from .mit import Block
 
 __all__ = ["HRNetMiT", "MiTBranch", "MiTHRModule"]
@@ -99,12 +99,7 @@ class HRNetMiT(nn.Module):
         x = self.relu(self.bn1(self.conv1(x)))
         xs = [self.relu(self.bn2(self.conv2(x)))]
         for stage in range(1, self.num_stages + 1):
-            transition = getattr(self, f"transition{stage}")
-            xs = [
-                xs[min(i, len(xs) - 1)] if layer is None else layer(xs[min(i, len(xs) - 1)])
-                for i, layer in enumerate(transition)
-            ]
-            xs = getattr(self, f"stage{stage}")(xs)
+            xs = getattr(self, f"stage{stage}")(apply_transition(getattr(self, f"transition{stage}"), xs))
         return xs
 
 
