@@ -119,9 +119,7 @@ def list_models(
     as_csv: CsvOpt = False,
 ):
     """Every registered model with its metadata."""
-    import models
-
-    infos = [models.model_info(n) for n in models.list_models(pattern, family=family, task=task)]
+    infos = [zoo.info(n) for n in zoo.names(pattern, family=family, task=task)]
     if not infos:
         raise UsageError(f"no model matches {pattern!r}" + (f" in family {family!r}" if family else ""))
     rows = [i.to_dict() for i in infos]

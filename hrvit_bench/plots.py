@@ -10,6 +10,8 @@ matplotlib.rcParams["svg.hashsalt"] = "hrvit-bench"  # stable SVG ids: committed
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from . import zoo  # noqa: E402
+
 FAMILY_COLORS = {"hrvit": "tab:red", "mit": "tab:blue", "cswin": "tab:green", "hrnet": "tab:purple",
                  "hrnet_vit": "tab:orange"}
 
@@ -48,9 +50,7 @@ def params_vs_flops(report) -> dict[str, bytes]:
 
 
 def _is_ablation(name: str) -> bool:
-    import models
-
-    return models.model_info(name).ablation is not None
+    return zoo.info(name).ablation is not None
 
 
 def claim_bars(report) -> dict[str, bytes]:

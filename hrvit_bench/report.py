@@ -15,8 +15,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import models
-
 from . import plots, zoo
 from .claims import (
     ClaimsReport,
@@ -65,14 +63,14 @@ def _fmt(h: int, w: int) -> str:
 
 
 def zoo_inputs() -> set[tuple[str, tuple[int, int]]]:
-    return {(name, size) for name in models.list_models() for size in zoo.info(name).paper_inputs}
+    return {(name, size) for name in zoo.names() for size in zoo.info(name).paper_inputs}
 
 
 def count_zoo(counts: CountCache, names: list[str] | None = None, progress=None) -> list[ModelRow]:
     """One row per registered model and paper resolution."""
     published = {(p.published.model, _fmt(*p.published.input)): p for p in check_published(counts)}
     rows = []
-    for name in names or models.list_models():
+    for name in names or zoo.names():
         info = zoo.info(name)
         for size in info.paper_inputs:
             if progress:

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-import models
-from models import ModelInfo, UnknownModelError
+import hrvit_bench_models as models
+from hrvit_bench_models import ModelInfo, UnknownModelError
 
 from .errors import UsageError
 
@@ -24,6 +24,11 @@ def parse_size(text: str) -> tuple[int, int]:
     if h <= 0 or w <= 0:
         raise UsageError(f"input size {text!r} must be positive")
     return h, w
+
+
+def names(pattern: str = "*", *, family: str | None = None, task: str | None = None) -> list[str]:
+    """Registered names matching a glob, sorted."""
+    return models.list_models(pattern, family=family, task=task)
 
 
 def info(name: str) -> ModelInfo:

@@ -6,6 +6,7 @@ Nothing here imports ``hrvit_bench``: the models know nothing of benchmarking.
 from importlib import import_module
 
 from ._registry import (
+    ATTENTION_PATHS,
     TASKS,
     ModelInfo,
     UnknownModelError,
@@ -24,6 +25,7 @@ for _module in FAMILY_MODULES:
     import_module(f"{__name__}.{_module}")
 
 __all__ = [
+    "ATTENTION_PATHS",
     "TASKS",
     "ModelInfo",
     "UnknownModelError",

@@ -13,6 +13,10 @@ from typing import Callable, Iterable
 from torch import nn
 
 TASKS = ("classification", "segmentation", "backbone")
+# How a model computes attention, so a latency can be read beside the kernels it ran: "sdpa" (one fused
+# F.scaled_dot_product_attention call), "explicit" (q @ k^T, softmax, @ v as separate ops, as most official code
+# does) or "none" (no attention).
+ATTENTION_PATHS = ("sdpa", "explicit", "none")
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,7 @@ class ModelInfo:
     reference: str  # where its published numbers come from
     official_code: str  # the official implementation this one follows (repo@commit:path)
     input_multiple: int = 32  # smallest side it takes; the output stride of its deepest map
+    attention: str = "none"  # one of ATTENTION_PATHS: what the default build runs
     ablation: str | None = None  # the switch flipped, for ablation variants
     notes: str = ""
     builder: Callable[..., nn.Module] = field(default=None, repr=False, compare=False)
@@ -47,6 +52,7 @@ class ModelInfo:
             "reference": self.reference,
             "official_code": self.official_code,
             "input_multiple": self.input_multiple,
+            "attention": self.attention,
             "ablation": self.ablation,
             "notes": self.notes,
         }
@@ -80,6 +86,7 @@ def register_model(
     num_classes: int | None = None,
     paper_inputs: Iterable[tuple[int, int]] | None = None,
     input_multiple: int = 32,
+    attention: str = "none",
     ablation: str | None = None,
     notes: str = "",
     name: str | None = None,
@@ -87,6 +94,8 @@ def register_model(
     """Decorator: register ``fn`` (a builder taking ``**overrides``) under its own name or ``name``."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, not {task!r}")
+    if attention not in ATTENTION_PATHS:
+        raise ValueError(f"attention must be one of {ATTENTION_PATHS}, not {attention!r}")
 
     def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         key = name or fn.__name__
@@ -106,6 +115,7 @@ def register_model(
             reference=reference,
             official_code=official_code,
             input_multiple=input_multiple,
+            attention=attention,
             ablation=ablation,
             notes=notes,
             builder=fn,

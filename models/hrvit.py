@@ -547,7 +547,8 @@ def _register(name: str, suffix: str, variant: str, overrides: dict | None = Non
     else:
         builder = partial(_segmenter, variant, meta["num_classes"], **overrides)
     reference = _REFERENCE + (", ablation study" if ablation else "")
-    register_model(name=name, family="hrvit", variant=variant, reference=reference, ablation=ablation, **meta)(builder)
+    register_model(name=name, family="hrvit", variant=variant, reference=reference, ablation=ablation,
+                   attention="sdpa" if overrides.get("use_sdpa", True) else "explicit", **meta)(builder)
 
 
 def _register_all() -> None:

@@ -1,7 +1,7 @@
 """Shared fixtures: a toy model registered for the duration of a test."""
 import pytest
 
-import models
+import hrvit_bench_models as models
 from toy import ToyNet
 
 

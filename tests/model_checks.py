@@ -5,7 +5,7 @@ import io
 import torch
 from fvcore.nn import FlopCountAnalysis
 
-import models
+import hrvit_bench_models as models
 from hrvit_bench import zoo
 from hrvit_bench.counting import count_macs
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-import models
+import hrvit_bench_models as models
 from hrvit_bench import claims as claims_module
 from hrvit_bench.claims import FAILS, HOLDS, UNMEASURABLE, Claim, CountCache, evaluate, load_claims, load_published
 from hrvit_bench.conventions import ALL_CONVENTIONS, Convention

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models import create_model, list_models, model_info
-from models.cswin import CSWIN_CONFIGS, CSWinTransformer, LePEAttention
+from hrvit_bench_models import create_model, list_models, model_info
+from hrvit_bench_models.cswin import CSWIN_CONFIGS, CSWinTransformer, LePEAttention
 from model_checks import assert_round_trip, fvcore_flops, key_layout, meta_build, n_params
 
 OFFICIAL_CLS_PARAMS = {"t": 22_320_552, "s": 34_643_304, "b": 77_382_184}

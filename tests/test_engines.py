@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-import models
+import hrvit_bench_models as models
 from hrvit_bench import zoo
 from hrvit_bench.counting import count_macs
 

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from fvcore.nn import FlopCountAnalysis
 
-import models
-from models.hrnet import HRNetOCR
+import hrvit_bench_models as models
+from hrvit_bench_models.hrnet import HRNetOCR
 from model_checks import assert_round_trip, fvcore_flops, meta_build
 
 OFFICIAL_PARAMS = {

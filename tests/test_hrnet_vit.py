@@ -3,8 +3,8 @@ scaling to HRViT's published numbers."""
 import pytest
 import torch
 
-import models
-from models.hrnet_vit import MiTBranch
+import hrvit_bench_models as models
+from hrvit_bench_models.hrnet_vit import MiTBranch
 from model_checks import assert_round_trip, meta_build, meta_macs, n_params
 
 # HRViT README, ADE20K 512x512 with the SegFormer head: params (M) per variant

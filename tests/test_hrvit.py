@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from models import create_model, list_models, model_info
-from models.hrvit import ABLATIONS, CrossShapedAttention
+from hrvit_bench_models import create_model, list_models, model_info
+from hrvit_bench_models.hrvit import ABLATIONS, CrossShapedAttention
 from model_checks import assert_round_trip, fvcore_flops, key_layout, meta_build, meta_macs, n_params
 
 OFFICIAL_PARAMS = {

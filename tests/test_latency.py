@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-import models
+import hrvit_bench_models as models
 from hrvit_bench import cli, latency, zoo
 from hrvit_bench.environment import Environment
 from hrvit_bench.errors import UsageError

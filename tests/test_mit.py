@@ -7,8 +7,8 @@ decode_heads/segformer_head.py at 65fa8cf, run outside this repository with shim
 import pytest
 import torch
 
-from models import create_model, list_models, model_info
-from models.mit import Block, MIT_CONFIGS
+from hrvit_bench_models import create_model, list_models, model_info
+from hrvit_bench_models.mit import Block, MIT_CONFIGS
 from model_checks import assert_round_trip, fvcore_analysis, fvcore_flops, key_layout, meta_build, n_params
 
 OFFICIAL_BACKBONE_PARAMS = {

@@ -1,8 +1,8 @@
 """The model registry: names, metadata, duplicates, close matches."""
 import pytest
 
-import models
-from models import TASKS, UnknownModelError
+import hrvit_bench_models as models
+from hrvit_bench_models import TASKS, UnknownModelError
 
 
 def test_names_are_lower_case_and_unique():
