@@ -9,19 +9,16 @@ ones, with the convention each matches best.
 from __future__ import annotations
 
 import csv
-import functools
 import importlib.resources
-import multiprocessing
-import os
 from dataclasses import dataclass, field
 from statistics import mean
 
-import torch
 from rich.table import Table
 
 from . import zoo
 from .conventions import ALL_CONVENTIONS, Convention
-from .counting import MacCount, count_macs
+from .count_cache import CountCache
+from .counting import MacCount
 
 HOLDS, FAILS, UNMEASURABLE = "holds", "does not hold", "not measurable here"
 COST_METRICS = ("params", "flops")
@@ -87,67 +84,6 @@ def load_published() -> list[Published]:
         Published(r["model"], zoo.parse_size(r["input"]), float(r["params_m"]), float(r["gflops"]), r["source"])
         for r in _data("published.csv")
     ]
-
-
-def default_jobs() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
-
-
-_PROCESS_COUNTS: dict[tuple[str, str, tuple[int, int]], MacCount] = {}
-
-
-class CountCache:
-    """Counts each (model, input) once per process: claims, published numbers and reports share them.
-
-    A count depends only on the architecture, the input shape and the engine, so it is safe to keep."""
-
-    def __init__(self, engine: str = "meta", store: dict | None = None):
-        self.engine = engine
-        self._counts = _PROCESS_COUNTS if store is None else store
-
-    def get(self, name: str, size: tuple[int, int]) -> MacCount:
-        key = (self.engine, name, tuple(size))
-        if key not in self._counts:
-            self._counts[key] = _count(key)
-        return self._counts[key]
-
-    def prefetch(self, wanted, jobs: int = 1, progress=None) -> None:
-        """Count every (name, size) in ``wanted`` not yet known, in ``jobs`` forked processes when above 1.
-
-        Counting is single-threaded Python work on meta tensors, so two cores count twice as fast."""
-        todo = sorted({(self.engine, name, tuple(size)) for name, size in wanted} - set(self._counts))
-        if not todo:
-            return
-        self.get(*todo[0][1:])  # warm torch's lazily built meta kernels once, before any fork
-        todo = todo[1:]
-        if jobs > 1 and len(todo) > 1 and "fork" in multiprocessing.get_all_start_methods():
-            with multiprocessing.get_context("fork").Pool(jobs, initializer=torch.set_num_threads,
-                                                          initargs=(1,)) as pool:
-                for key, count in pool.imap_unordered(_count_with_key, todo, chunksize=2):
-                    self._counts[key] = count
-                    if progress:
-                        progress(f"{key[1]} @ {key[2][0]}x{key[2][1]}")
-        else:
-            for key in todo:
-                if progress:
-                    progress(f"{key[1]} @ {key[2][0]}x{key[2][1]}")
-                self._counts[key] = _count(key)
-
-
-@functools.lru_cache(maxsize=1)
-def _built(name: str, device: str):
-    """The last model built: a model's inputs are counted one after another, on one build."""
-    return zoo.build(name, device)
-
-
-def _count(key: tuple[str, str, tuple[int, int]]) -> MacCount:
-    engine, name, size = key
-    model = _built(name, "meta" if engine == "meta" else "cpu")
-    return count_macs(model, zoo.input_shape(zoo.info(name), size), engine=engine, name=name)
-
-
-def _count_with_key(key):
-    return key, _count(key)
 
 
 def _cost(count: MacCount, metric: str, convention: Convention | None) -> int:

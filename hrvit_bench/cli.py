@@ -137,7 +137,7 @@ def list_models(
             table.add_column(col, no_wrap=True)
         for i in infos:
             table.add_row(i.name, short_task[i.task], i.dataset or "-", str(i.num_classes or "-"),
-                          "x".join(map(str, i.input_size)))
+                          zoo.format_size(i.input_size))
         output.console.print(table)
         output.console.print("sources of published numbers, ablations and notes: hrvit-bench list --json", style="dim")
 
@@ -260,7 +260,8 @@ def claims(
     as_csv: CsvOpt = False,
 ):
     """Every claim of the HRViT paper with the measured change and a verdict, under every convention."""
-    from .claims import ClaimsReport, default_jobs
+    from .claims import ClaimsReport
+    from .count_cache import default_jobs
 
     conventions = parse_conventions(convention)
     jobs = jobs or default_jobs()
@@ -291,7 +292,7 @@ def report(
 ):
     """Count every model at its paper resolutions, check the claims, write reports; gate on changed counts."""
     from . import report as reporting
-    from .claims import default_jobs
+    from .count_cache import default_jobs
 
     tolerance = reporting.parse_tolerance(fail_on_change)
     baseline = reporting.load_baseline(compare) if compare else None

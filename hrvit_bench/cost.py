@@ -11,11 +11,7 @@ from . import zoo
 from .conventions import ALL_CONVENTIONS, DEFAULT, Convention
 from .counting import MacCount, count_macs
 from .crosscheck import CounterResult, cross_check
-from .errors import UsageError
-
-
-def _depth(name: str) -> int:
-    return name.count(".") + 1 if name else 0
+from .errors import UsageError, first_line
 
 
 @dataclass
@@ -139,15 +135,15 @@ class FlopReport:
         return out
 
     def csv_rows(self) -> list[dict]:
-        base = {"model": self.count.model, "input": "x".join(map(str, self.count.input_shape)),
+        base = {"model": self.count.model, "input": zoo.format_size(self.count.input_shape),
                 "engine": self.count.engine, "params": self.count.params}
         return [{**base, "convention": c.name, "count": self.count.total(c), "giga": c.giga_value(self.count.total(c))}
                 for c in self.conventions]
 
     def tables(self) -> list[Table]:
         count = self.count
-        b, _, h, w = count.input_shape
-        head = Table(title=f"{count.model} @ {b}x3x{h}x{w}: {count.params:,} params ({count.engine} engine)")
+        head = Table(title=f"{count.model} @ {zoo.format_size(count.input_shape)}: {count.params:,} params "
+                           f"({count.engine} engine)")
         head.add_column("convention")
         head.add_column("count", justify="right")
         head.add_column("giga", justify="right")
@@ -191,5 +187,4 @@ def count_model(model: nn.Module, shape: tuple[int, ...], engine: str, name: str
     try:
         return count_macs(model, shape, engine=engine, name=name)
     except (RuntimeError, ValueError, IndexError, AssertionError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"{name} cannot take input {'x'.join(map(str, shape))}: {first}") from exc
+        raise UsageError(f"{name} cannot take input {zoo.format_size(shape)}: {first_line(exc)}") from exc

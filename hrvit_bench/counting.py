@@ -433,7 +433,7 @@ class MacCount:
         return {
             name: convention.count(ops)
             for name, ops in self.by_module.items()
-            if (name.count(".") + 1 if name else 0) <= depth and convention.count(ops) > 0
+            if module_depth(name) <= depth and convention.count(ops) > 0
         }
 
     def conventions(self, conventions=ALL_CONVENTIONS) -> dict[str, dict]:
@@ -457,6 +457,11 @@ class MacCount:
             "uncounted_ops": dict(self.uncounted_ops),
             "uncalled_modules": self.uncalled_modules,
         }
+
+
+def module_depth(name: str) -> int:
+    """'' (the model itself) is 0, 'backbone' 1, 'backbone.stage1' 2."""
+    return name.count(".") + 1 if name else 0
 
 
 def parameter_counts(model: nn.Module) -> tuple[int, int]:

@@ -1,9 +1,10 @@
-"""Where results go: rich tables on a terminal, JSON or CSV on stdout, files written atomically."""
+"""Where results go: rich tables on a terminal, JSON or CSV on stdout, report files written atomically."""
 from __future__ import annotations
 
 import io
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -12,9 +13,16 @@ from typing import Iterable
 import pandas as pd
 from rich.console import Console
 
+MIB = 2**20
+
 # Piped output (logs, CI, README examples) gets room for wide tables instead of rich's 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
+
+
+def fmt(value: float | None, spec: str) -> str:
+    """``format(value, spec)``, or "-" for a value that was not measured."""
+    return "-" if value is None else format(value, spec)
 
 
 def print_json(data) -> None:
@@ -36,18 +44,22 @@ def print_tables(tables) -> None:
         console.print(table)
 
 
-def write_atomic(path: str | Path, data: str | bytes) -> Path:
-    """Write to a temporary file beside ``path``, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def write_files(out_dir: str | Path, files: dict[str, str | bytes]) -> list[Path]:
+    """Stage every file in a hidden folder inside ``out_dir``, then move each into place with an atomic rename:
+    an interrupted run leaves every previous file whole and nothing half-written."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".staging-"))
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data.encode() if isinstance(data, str) else data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        for name, data in files.items():
+            path = staging / name
+            path.write_bytes(data.encode() if isinstance(data, str) else data)
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+        written = []
+        for name in files:
+            os.replace(staging / name, out_dir / name)
+            written.append(out_dir / name)
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

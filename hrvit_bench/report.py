@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import plots, zoo
+from .zoo import format_size
 from .claims import (
     ClaimsReport,
-    CountCache,
     check_published,
     claim_inputs,
     load_claims,
@@ -26,10 +23,11 @@ from .claims import (
     scaling_inputs,
 )
 from .conventions import ALL_CONVENTIONS
+from .count_cache import CountCache
 from .environment import Environment
 from .errors import UsageError
 from .latency import LatencySettings, run
-from .output import csv_text
+from .output import csv_text, write_files
 
 MODELS_CSV, CLAIMS_CSV, CLAIMS_MD, REPORT_JSON = "models.csv", "claims.csv", "claims.md", "report.json"
 COMPARED = ("params", "macs_all", "macs_gemm")  # exact integers: the gate compares these
@@ -58,27 +56,21 @@ class ModelRow:
         return row
 
 
-def _fmt(h: int, w: int) -> str:
-    return f"{h}x{w}"
-
-
 def zoo_inputs() -> set[tuple[str, tuple[int, int]]]:
     return {(name, size) for name in zoo.names() for size in zoo.info(name).paper_inputs}
 
 
-def count_zoo(counts: CountCache, names: list[str] | None = None, progress=None) -> list[ModelRow]:
+def count_zoo(counts: CountCache) -> list[ModelRow]:
     """One row per registered model and paper resolution."""
-    published = {(p.published.model, _fmt(*p.published.input)): p for p in check_published(counts)}
+    published = {(p.published.model, format_size(p.published.input)): p for p in check_published(counts)}
     rows = []
-    for name in names or zoo.names():
+    for name in zoo.names():
         info = zoo.info(name)
         for size in info.paper_inputs:
-            if progress:
-                progress(f"{name} @ {_fmt(*size)}")
             count = counts.get(name, size)
-            pub = published.get((name, _fmt(*size)))
+            pub = published.get((name, format_size(size)))
             rows.append(ModelRow(
-                model=name, family=info.family, task=info.task, dataset=info.dataset, input=_fmt(*size),
+                model=name, family=info.family, task=info.task, dataset=info.dataset, input=format_size(size),
                 params=count.params, unused_params=count.unused_params,
                 macs_all=count.total(ALL_CONVENTIONS[0]), macs_gemm=count.total(ALL_CONVENTIONS[2]),
                 giga={c.name: c.giga_value(count.total(c)) for c in ALL_CONVENTIONS},
@@ -133,26 +125,6 @@ class Report:
         return write_files(out_dir, self.files())
 
 
-def write_files(out_dir: str | Path, files: dict[str, str | bytes]) -> list[Path]:
-    """Stage every file, then move each into place with an atomic rename."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".staging-"))
-    try:
-        for name, data in files.items():
-            path = staging / name
-            path.write_bytes(data.encode() if isinstance(data, str) else data)
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-        written = []
-        for name in files:
-            os.replace(staging / name, out_dir / name)
-            written.append(out_dir / name)
-        return written
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 def measure_claim_latency(device: str, progress=None, iters: int = 10) -> list[dict]:
     """Latency of every model a measurable claim compares, at the claim's input: a short run per model."""
     by_size: dict[tuple[int, int], set[str]] = {}
@@ -167,7 +139,7 @@ def measure_claim_latency(device: str, progress=None, iters: int = 10) -> list[d
             for point in report.points:
                 stats = point.stats
                 rows.append({
-                    "model": report.model, "input": _fmt(*point.input_size), "device": report.environment.device_name,
+                    "model": report.model, "input": format_size(point.input_size), "device": report.environment.device_name,
                     "threads": report.environment.threads, "status": point.status,
                     "median_ms": stats.median_ms if stats else None, "p90_ms": stats.p90_ms if stats else None,
                     "iqr_ms": stats.iqr_ms if stats else None,

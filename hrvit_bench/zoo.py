@@ -26,6 +26,11 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def format_size(dims) -> str:
+    """(512, 1024) -> '512x1024'; also whole shapes, (1, 3, 224, 224) -> '1x3x224x224'."""
+    return "x".join(str(int(d)) for d in dims)
+
+
 def names(pattern: str = "*", *, family: str | None = None, task: str | None = None) -> list[str]:
     """Registered names matching a glob, sorted."""
     return models.list_models(pattern, family=family, task=task)

@@ -6,7 +6,8 @@ import pytest
 
 import hrvit_bench_models as models
 from hrvit_bench import claims as claims_module
-from hrvit_bench.claims import FAILS, HOLDS, UNMEASURABLE, Claim, CountCache, evaluate, load_claims, load_published
+from hrvit_bench.claims import FAILS, HOLDS, UNMEASURABLE, Claim, evaluate, load_claims, load_published
+from hrvit_bench.count_cache import CountCache
 from hrvit_bench.conventions import ALL_CONVENTIONS, Convention
 from hrvit_bench.counting import MacCount
 

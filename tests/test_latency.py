@@ -332,7 +332,7 @@ def test_json_keys(toy):
     result = _run_cli("-m", toy, "-b", "1,2", "--iters", "3", "--warmup", "1", "--threads", "1", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert set(data) == {"model", "settings", "environment", "flops_convention", "memory_note", "gpu_peak",
+    assert set(data) == {"model", "attention", "settings", "environment", "flops_convention", "memory_note", "gpu_peak",
                          "warnings", "points"}
     assert data["model"] == toy
     assert data["settings"]["threads"] == 1 and data["settings"]["iters"] == 3

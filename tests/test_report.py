@@ -5,6 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from hrvit_bench import output
 from hrvit_bench import report as reporting
 from hrvit_bench.cli import app
 
@@ -82,13 +83,13 @@ def test_bad_tolerance_is_a_usage_error(tmp_path):
 
 
 def test_an_interrupted_write_leaves_the_previous_files_whole(tmp_path):
-    reporting.write_files(tmp_path, {"a.csv": "old a\n", "b.csv": "old b\n"})
+    output.write_files(tmp_path, {"a.csv": "old a\n", "b.csv": "old b\n"})
 
     class Interrupted(bytes):
         """Raises while the staging copy is written, after a.csv was staged."""
 
     files = {"a.csv": "new a\n", "b.csv": Interrupted()}
-    original = reporting.Path.write_bytes
+    original = output.Path.write_bytes
 
     def write_bytes(self, data):
         if isinstance(data, Interrupted):
@@ -96,9 +97,9 @@ def test_an_interrupted_write_leaves_the_previous_files_whole(tmp_path):
         return original(self, data)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(reporting.Path, "write_bytes", write_bytes)
+        mp.setattr(output.Path, "write_bytes", write_bytes)
         with pytest.raises(KeyboardInterrupt):
-            reporting.write_files(tmp_path, files)
+            output.write_files(tmp_path, files)
     assert (tmp_path / "a.csv").read_text() == "old a\n"
     assert (tmp_path / "b.csv").read_text() == "old b\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "b.csv"]
