@@ -23,7 +23,21 @@ class ConvModule(nn.Module):
         self.activate = nn.ReLU(inplace=True) if act else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
+        return self._norm_act(self.conv(x))
+
+    def forward_concat(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        """``forward(torch.cat(xs, dim=1))`` without the concatenation: a conv is a sum over its input channels,
+        so each input meets its slice of the weight and the products are summed in place. The slices' MACs add
+        up to the full conv's; what is saved is writing and reading the concatenation (the largest tensor of a
+        SegFormer head at 1/4 resolution)."""
+        conv = self.conv
+        weights = conv.weight.split([x.shape[1] for x in xs], dim=1)
+        out = F.conv2d(xs[0], weights[0], conv.bias, conv.stride, conv.padding, conv.dilation)
+        for x, weight in zip(xs[1:], weights[1:]):
+            out.add_(F.conv2d(x, weight, None, conv.stride, conv.padding, conv.dilation))
+        return self._norm_act(out)
+
+    def _norm_act(self, x: torch.Tensor) -> torch.Tensor:
         if self.bn is not None:
             x = self.bn(x)
         if self.activate is not None:
@@ -32,9 +46,11 @@ class ConvModule(nn.Module):
 
 
 class SegformerHead(nn.Module):
-    """All-MLP decoder: project each scale, resize to 1/4, concat, fuse, classify.
+    """All-MLP decoder: project each scale, resize to 1/4, fuse, classify.
 
-    ``mlp_norm``/``mlp_act`` add BN/ReLU to the per-scale projections (HRViT's configs turn both off).
+    ``mlp_norm``/``mlp_act`` add BN/ReLU to the per-scale projections (HRViT's configs turn both off). The fusion
+    conv meets each resized projection on its slice of the weight (ConvModule.forward_concat), in mmseg's
+    concatenation order, so the concatenation is never built.
     """
 
     def __init__(self, in_channels: list[int], channels: int, num_classes: int, dropout_ratio: float = 0.1,
@@ -57,7 +73,7 @@ class SegformerHead(nn.Module):
             F.interpolate(conv(x), size=size, mode="bilinear", align_corners=self.align_corners)
             for conv, x in zip(self.convs, features)
         ]
-        x = self.fusion_conv(torch.cat(outs, dim=1))
+        x = self.fusion_conv.forward_concat(outs)
         if self.dropout is not None:
             x = self.dropout(x)
         return self.conv_seg(x)

@@ -139,7 +139,7 @@ def _register(variant: str) -> None:
 
     register_model(
         name=f"hrnet_mit_{variant}_backbone", family="hrnet_vit", variant=variant, task="backbone",
-        input_size=(512, 512), reference=_REFERENCE, official_code=_CODE, notes=_notes(variant),
+        input_size=(512, 512), reference=_REFERENCE, official_code=_CODE, notes=_notes(variant), attention="sdpa",
     )(backbone)
 
     for dataset, data in _DATASETS.items():
@@ -151,7 +151,7 @@ def _register(variant: str) -> None:
 
         register_model(
             name=f"hrnet_mit_{variant}_seg_{dataset}", family="hrnet_vit", variant=variant, task="segmentation",
-            dataset=dataset, reference=_REFERENCE, official_code=_CODE,
+            dataset=dataset, reference=_REFERENCE, official_code=_CODE, attention="sdpa",
             notes=_notes(variant) + f" Head: HRViT's SegformerHead (channels {_HEAD_CHANNELS[variant]}, "
                                     "no norm/act on the per-scale projections), logits resized to the input size.",
             **data,

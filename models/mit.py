@@ -2,6 +2,16 @@
 
 Follows NVlabs/SegFormer (mmseg/models/backbones/mix_transformer.py, decode_heads/segformer_head.py):
 parameter names and shapes match the official modules so official state dicts load with ``strict=True``.
+
+Departures from the official forward that change neither a parameter nor an output beyond float rounding, nor
+a fvcore total:
+
+- Attention runs through ``F.scaled_dot_product_attention`` (``use_sdpa=True``); ``use_sdpa=False`` keeps the
+  official ``q @ k^T``, softmax, ``@ v``, which plain fvcore counts (the project's counters count both alike).
+- Maps are channels-last views of the (B, H*W, C) tokens, so the token <-> map transposes around the depthwise
+  conv, the spatial-reduction conv, the patch embeddings and the head's linear embeddings copy nothing, and the
+  backbone returns channels-last maps; the residual sums are in place.
+- The head's fusion conv runs per input on its slice of the weight, with no concatenation (ConvModule.forward_concat).
 """
 from __future__ import annotations
 
@@ -16,19 +26,29 @@ from .layers import DropPath, drop_path_rates
 __all__ = ["Block", "MixVisionTransformer", "MiTClassifier", "SegFormerHead"]
 
 
-def _tokens_to_map(x: torch.Tensor, H: int, W: int) -> torch.Tensor:
-    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], H, W)
+def _to_map(x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """Tokens (B, H*W, C) -> map (B, C, H, W) in channels-last memory: a view when ``x`` is contiguous."""
+    return x.reshape(x.shape[0], H, W, x.shape[2]).permute(0, 3, 1, 2)
+
+
+def _to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """Map (B, C, H, W) -> tokens (B, H*W, C): a view when ``x`` is channels-last."""
+    return x.permute(0, 2, 3, 1).flatten(1, 2)
 
 
 class EfficientSelfAttention(nn.Module):
-    """Multi-head attention whose keys/values come from a map shrunk ``sr_ratio`` times per side."""
+    """Multi-head attention whose keys/values come from a map shrunk ``sr_ratio`` times per side.
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, sr_ratio: int = 1):
+    ``use_sdpa=False`` computes the official explicit ``softmax(q @ k^T * scale) @ v``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, sr_ratio: int = 1, use_sdpa: bool = True):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
+        self.use_sdpa = use_sdpa
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
         self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
@@ -42,10 +62,12 @@ class EfficientSelfAttention(nn.Module):
         heads, head_dim = self.num_heads, C // self.num_heads
         q = self.q(x).reshape(B, N, heads, head_dim).transpose(1, 2)
         if self.sr_ratio > 1:
-            x = self.norm(self.sr(_tokens_to_map(x, H, W)).flatten(2).transpose(1, 2))
+            x = self.norm(_to_tokens(self.sr(_to_map(x, H, W))))
         k, v = self.kv(x).reshape(B, -1, 2, heads, head_dim).permute(2, 0, 3, 1, 4)
-        attn = (q @ k.transpose(-2, -1)) * self.scale
-        out = attn.softmax(dim=-1) @ v
+        if self.use_sdpa:
+            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        else:
+            out = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1) @ v
         return self.proj(out.transpose(1, 2).reshape(B, N, C))
 
 
@@ -57,7 +79,7 @@ class DWConv(nn.Module):
         self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
 
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
-        return self.dwconv(_tokens_to_map(x, H, W)).flatten(2).transpose(1, 2)
+        return _to_tokens(self.dwconv(_to_map(x, H, W)))
 
 
 class MixFFN(nn.Module):
@@ -73,20 +95,23 @@ class MixFFN(nn.Module):
 
 
 class Block(nn.Module):
-    """One MiT block on tokens (B, N, C) of an H x W map; other families build on it, keep the signature."""
+    """One MiT block on tokens (B, N, C) of an H x W map; other families build on it, keep the signature.
+
+    Both residual sums are in place, into the branch's fresh output (tests/test_mit.py trains through them).
+    """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 sr_ratio: int = 1, drop_path: float = 0.0):
+                 sr_ratio: int = 1, drop_path: float = 0.0, use_sdpa: bool = True):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = EfficientSelfAttention(dim, num_heads, qkv_bias=qkv_bias, sr_ratio=sr_ratio)
+        self.attn = EfficientSelfAttention(dim, num_heads, qkv_bias=qkv_bias, sr_ratio=sr_ratio, use_sdpa=use_sdpa)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = MixFFN(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), H, W))
-        return x + self.drop_path(self.mlp(self.norm2(x), H, W))
+        x = self.drop_path(self.attn(self.norm1(x), H, W)).add_(x)
+        return self.drop_path(self.mlp(self.norm2(x), H, W)).add_(x)
 
 
 class OverlapPatchEmbed(nn.Module):
@@ -100,18 +125,19 @@ class OverlapPatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         x = self.proj(x)
         H, W = x.shape[2:]
-        return self.norm(x.flatten(2).transpose(1, 2)), H, W
+        return self.norm(_to_tokens(x)), H, W
 
 
 class MixVisionTransformer(nn.Module):
     """The MiT encoder: four stages at strides 4, 8, 16, 32; returns the four normalised maps.
 
     Modules are named ``patch_embed{i}``, ``block{i}`` and ``norm{i}`` (i = 1..4) as in the official code.
+    ``use_sdpa=False`` keeps the official explicit attention matmuls.
     """
 
     def __init__(self, embed_dims: list[int], num_heads: list[int], depths: list[int],
                  sr_ratios: list[int] = (8, 4, 2, 1), mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 in_chans: int = 3, drop_path_rate: float = 0.1):
+                 in_chans: int = 3, drop_path_rate: float = 0.1, use_sdpa: bool = True):
         super().__init__()
         self.embed_dims = list(embed_dims)
         dpr = iter(drop_path_rates(drop_path_rate, depths))
@@ -120,17 +146,19 @@ class MixVisionTransformer(nn.Module):
             in_dim = in_chans if first else embed_dims[i - 2]
             self.add_module(f"patch_embed{i}", OverlapPatchEmbed(in_dim, dim, 7 if first else 3, 4 if first else 2))
             self.add_module(f"block{i}", nn.ModuleList(
-                Block(dim, heads, mlp_ratio, qkv_bias=qkv_bias, sr_ratio=sr, drop_path=next(dpr)) for _ in range(depth)
+                Block(dim, heads, mlp_ratio, qkv_bias=qkv_bias, sr_ratio=sr, drop_path=next(dpr), use_sdpa=use_sdpa)
+                for _ in range(depth)
             ))
             self.add_module(f"norm{i}", nn.LayerNorm(dim, eps=1e-6))
 
     def forward_stages(self, x: torch.Tensor):
-        """Yield each stage's normalised output as a (B, C, H, W) map, which the next stage embeds."""
+        """Yield each stage's normalised output as a channels-last (B, C, H, W) map, which the next stage embeds."""
+        x = x.contiguous(memory_format=torch.channels_last)  # so the stem conv's output is token-ordered
         for i in range(1, len(self.embed_dims) + 1):
             x, H, W = getattr(self, f"patch_embed{i}")(x)
             for block in getattr(self, f"block{i}"):
                 x = block(x, H, W)
-            x = _tokens_to_map(getattr(self, f"norm{i}")(x), H, W)
+            x = _to_map(getattr(self, f"norm{i}")(x), H, W)
             yield x
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -154,19 +182,24 @@ class MiTClassifier(MixVisionTransformer):
 
 
 class LinearEmbed(nn.Module):
-    """A per-pixel Linear on a map (the official ``MLP``; a Linear so that its weight is (out, in))."""
+    """A per-pixel Linear on a map (the official ``MLP``; a Linear so that its weight is (out, in)).
+
+    Channels-last in, channels-last out: the Linear runs on the map's own memory, with no transpose copy.
+    """
 
     def __init__(self, in_dim: int, embed_dim: int):
         super().__init__()
         self.proj = nn.Linear(in_dim, embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        H, W = x.shape[2:]
-        return _tokens_to_map(self.proj(x.flatten(2).transpose(1, 2)), H, W)
+        return self.proj(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 class SegFormerHead(nn.Module):
-    """NVlabs' all-MLP decoder: embed each scale, resize to 1/4, concat (deepest first), fuse, predict.
+    """NVlabs' all-MLP decoder: embed each scale, resize to 1/4, fuse (deepest first), predict.
+
+    The fusion conv meets each resized embedding on its slice of the weight (the official concatenation order),
+    so the 4 x ``embed_dim``-wide concatenation is never built.
 
     ``conv_seg`` (``channels`` -> classes) is built by mmseg's BaseDecodeHead and never called by the
     official forward; it is kept, unused, so parameter counts and state dicts equal the official ones.
@@ -192,7 +225,7 @@ class SegFormerHead(nn.Module):
             if i > 0:
                 x = F.interpolate(x, size=size, mode="bilinear", align_corners=self.align_corners)
             embedded.append(x)
-        x = self.linear_fuse(torch.cat(embedded, dim=1))
+        x = self.linear_fuse.forward_concat(embedded)
         if self.dropout is not None:
             x = self.dropout(x)
         return self.linear_pred(x)
@@ -240,7 +273,7 @@ def _segformer(variant: str, num_classes: int, overrides: dict) -> nn.Module:
 
 
 def _register_variant(variant: str) -> None:
-    shared = dict(family="mit", variant=variant)
+    shared = dict(family="mit", variant=variant, attention="sdpa")
 
     def classifier(**overrides) -> nn.Module:
         return MiTClassifier(**_mit_args(variant, {"num_classes": 1000, **overrides}))
