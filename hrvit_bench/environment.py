@@ -1,22 +1,30 @@
 """What machine and software a number was measured on, captured beside every timing.
 
 A latency without its environment cannot be compared with another: the thread count, TF32 switches, clocks and
-load of a shared machine each move a number by more than the differences being measured.
+load of a shared machine each move a number by more than the differences being measured. The clocks captured
+here are read once, before any work (idle); ``ClockSampler`` reads them while the timed calls run.
 """
 from __future__ import annotations
 
 import os
 import platform
 import shutil
+import statistics
 import subprocess
+import threading
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 import torch
 
 from . import __version__
+from .errors import first_line
 
-# nvidia-smi fields, in query order; clocks in MHz, power in W.
-_SMI_FIELDS = ("driver_version", "clocks.sm", "clocks.mem", "clocks.max.sm", "clocks.max.mem", "power.limit")
+# nvidia-smi fields, in query order; clocks in MHz, power in W; MIG mode "Enabled", "Disabled" or "[N/A]".
+_SMI_FIELDS = (
+    "driver_version", "clocks.sm", "clocks.mem", "clocks.max.sm", "clocks.max.mem", "power.limit", "mig.mode.current",
+)
+_SMI_TEXT_FIELDS = ("driver_version", "mig.mode.current")
 
 
 @dataclass
@@ -38,8 +46,10 @@ class Environment:
     cuda_version: str | None = None  # torch was built against
     cudnn_version: int | None = None
     driver_version: str | None = None
-    gpu_clocks_mhz: dict[str, float] = field(default_factory=dict)  # sm/mem now and max, from nvidia-smi
+    gpu_idle_clocks_mhz: dict[str, float] = field(default_factory=dict)  # sm/mem and max, nvidia-smi, before work
     gpu_power_limit_w: float | None = None
+    gpu_sm_count: int | None = None  # streaming multiprocessors visible (a MIG slice has fewer than the chip)
+    gpu_mig_mode: str | None = None  # nvidia-smi's mig.mode.current: "Enabled" or "Disabled"
     cudnn_benchmark: bool = False
     cuda_matmul_allow_tf32: bool = False
     cudnn_allow_tf32: bool = False
@@ -74,10 +84,13 @@ class Environment:
         if device.type == "cuda":
             index = device.index if device.index is not None else torch.cuda.current_device()
             env.device_name = torch.cuda.get_device_name(index)
+            env.gpu_sm_count = torch.cuda.get_device_properties(index).multi_processor_count
             smi = _nvidia_smi(_smi_id(index))
             env.driver_version = smi.pop("driver_version", None)
             env.gpu_power_limit_w = smi.pop("power.limit", None)
-            env.gpu_clocks_mhz = smi
+            mig = smi.pop("mig.mode.current", None)
+            env.gpu_mig_mode = mig if mig in ("Enabled", "Disabled") else None
+            env.gpu_idle_clocks_mhz = smi
         return env
 
     def to_dict(self) -> dict:
@@ -90,8 +103,10 @@ class Environment:
         parts = [f"torch {self.torch_version}", self.device_name]
         if self.device.startswith("cuda"):
             parts += [f"CUDA {self.cuda_version}", f"driver {self.driver_version or '?'}"]
-            if self.gpu_clocks_mhz.get("clocks.sm"):
-                parts.append(f"SM {self.gpu_clocks_mhz['clocks.sm']:.0f} MHz")
+            if self.gpu_idle_clocks_mhz.get("clocks.sm"):
+                parts.append(f"SM {self.gpu_idle_clocks_mhz['clocks.sm']:.0f} MHz idle")
+            if self.gpu_mig_mode == "Enabled":
+                parts.append("MIG on")
             parts.append(
                 f"TF32 matmul {'on' if self.cuda_matmul_allow_tf32 else 'off'}"
                 f"/cuDNN {'on' if self.cudnn_allow_tf32 else 'off'}"
@@ -147,7 +162,7 @@ def _nvidia_smi(gpu: str) -> dict:
     values = [v.strip() for v in text.strip().splitlines()[0].split(",")] if text.strip() else []
     out = {}
     for key, value in zip(_SMI_FIELDS, values):
-        if key == "driver_version":
+        if key in _SMI_TEXT_FIELDS:
             out[key] = value
         else:
             try:
@@ -155,3 +170,161 @@ def _nvidia_smi(gpu: str) -> dict:
             except ValueError:  # "[N/A]"
                 continue
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Clocks while the timed calls run.
+
+
+class ClockSource(Protocol):
+    name: str
+    pause_s: float  # wait between reads; 0 for a source that paces itself
+
+    def open(self) -> None: ...
+
+    def read(self) -> tuple[float | None, float | None] | None:
+        """(SM MHz, memory MHz), either None when unknown; None when the source has ended."""
+
+    def close(self) -> None: ...
+
+
+def _mhz(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:  # "[N/A]"
+        return None
+
+
+class SmiClocks:
+    """One ``nvidia-smi --query-gpu ... -lms`` process per timed run: it prints a line every ``interval_ms``."""
+
+    name = "nvidia-smi"
+    pause_s = 0.0
+
+    def __init__(self, exe: str, gpu: str, interval_ms: int = 100):
+        self.command = [exe, "--query-gpu=clocks.sm,clocks.mem", "--format=csv,noheader,nounits",
+                        f"--loop-ms={interval_ms}", "-i", gpu]
+        self.process: subprocess.Popen | None = None
+
+    def open(self) -> None:
+        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    def read(self) -> tuple[float | None, float | None] | None:
+        line = self.process.stdout.readline()
+        if not line:
+            return None
+        values = [_mhz(v.strip()) for v in line.split(",")] + [None, None]
+        return values[0], values[1]
+
+    def close(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process.stdout.close()
+        self.process = None
+
+
+class NvmlClocks:
+    """NVML through pynvml (nvidia-ml-py), in-process: no subprocess while the GPU is being timed."""
+
+    name = "nvml"
+
+    def __init__(self, pci_bus_id: str, interval_s: float = 0.05):
+        import pynvml
+
+        self.nvml, self.pci_bus_id, self.pause_s, self.handle = pynvml, pci_bus_id, interval_s, None
+
+    def open(self) -> None:
+        self.nvml.nvmlInit()
+        self.handle = self.nvml.nvmlDeviceGetHandleByPciBusId(self.pci_bus_id)
+
+    def read(self) -> tuple[float | None, float | None]:
+        return (float(self.nvml.nvmlDeviceGetClockInfo(self.handle, self.nvml.NVML_CLOCK_SM)),
+                float(self.nvml.nvmlDeviceGetClockInfo(self.handle, self.nvml.NVML_CLOCK_MEM)))
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle = None
+            self.nvml.nvmlShutdown()
+
+
+def gpu_clock_source(device: torch.device) -> ClockSource | None:
+    """NVML when pynvml is installed, else nvidia-smi, else None (then no clocks are sampled)."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    gpu = _smi_id(index)
+    try:
+        return NvmlClocks(gpu)
+    except ImportError:
+        pass
+    exe = shutil.which("nvidia-smi")
+    return SmiClocks(exe, gpu) if exe else None
+
+
+class ClockSampler:
+    """Reads (SM, memory) clocks in a background thread while the timed calls run: the idle reading says what the
+    GPU may reach, this says what it ran at (a hot or power-capped GPU lowers its SM clock under load).
+
+    A source that fails never fails the timing: its error is kept in the summary.
+    """
+
+    FIRST_READING_TIMEOUT_S = 1.0
+
+    def __init__(self, source: ClockSource):
+        self.source = source
+        self.readings: list[tuple[float | None, float | None]] = []
+        self.error: str | None = None
+        self._stop, self._first = threading.Event(), threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "ClockSampler":
+        try:
+            self.source.open()
+        except Exception as exc:  # NVML and subprocess each raise their own types
+            self.error = first_line(exc)
+            return self
+        self._thread = threading.Thread(target=self._poll, name="clock-sampler", daemon=True)
+        self._thread.start()
+        self._first.wait(self.FIRST_READING_TIMEOUT_S)  # timing starts with at least one reading, when there is one
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        if self._thread is None:
+            return
+        self._thread.join(timeout=1.0)  # a self-paced source returns its next line within its interval
+        try:
+            self.source.close()
+        except Exception as exc:
+            self.error = self.error or first_line(exc)
+        self._thread.join(timeout=1.0)
+
+    def _poll(self) -> None:
+        try:
+            while not self._stop.is_set():
+                reading = self.source.read()
+                if reading is None:
+                    break
+                self.readings.append(reading)
+                self._first.set()
+                self._stop.wait(self.source.pause_s)
+        except Exception as exc:
+            if not self._stop.is_set():  # a source closed under a blocked read raises; that is the normal end
+                self.error = first_line(exc)
+        finally:
+            self._first.set()
+
+    def summary(self) -> dict:
+        """Min and median SM and memory clock over the readings (MHz), with their number and source."""
+        out: dict = {"source": self.source.name, "samples": len(self.readings)}
+        for i, clock in enumerate(("sm", "mem")):
+            values = [r[i] for r in self.readings if r[i] is not None]
+            out[f"{clock}_min_mhz"] = min(values) if values else None
+            out[f"{clock}_median_mhz"] = statistics.median(values) if values else None
+        if self.error:
+            out["error"] = self.error
+        return out

@@ -8,18 +8,21 @@ import csv
 import io
 import json
 import math
+import os
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
+from rich.console import Console
 from typer.testing import CliRunner
 
 import hrvit_bench_models as models
 from hrvit_bench import cli, latency, zoo
 from hrvit_bench.environment import Environment
 from hrvit_bench.errors import UsageError
-from hrvit_bench.latency import LatencySettings, LatencyStats
+from hrvit_bench.latency import LatencyPoint, LatencyReport, LatencySettings, LatencyStats
+from hrvit_bench.latency.results import min_samples
 
 runner = CliRunner()
 
@@ -163,7 +166,7 @@ def test_run_calls_model_warmup_plus_iters_with_pinned_threads(toy):
         assert p.achieved_tflops == pytest.approx(p.flops / (p.stats.median_ms / 1e3) / 1e12)
         assert p.throughput == pytest.approx(p.batch_size * 1e3 / p.stats.median_ms)
         assert p.memory["process_peak_rss"] > 0
-        assert p.peak_fraction is None  # no GPU peak on CPU
+        assert p.peak_tflops == {} and p.peak_fractions == {}  # no GPU peak on CPU
 
 
 def test_oom_in_sweep_is_reported_and_sweep_goes_on(toy_oom):
@@ -185,10 +188,24 @@ def test_other_errors_are_not_swallowed_as_oom():
         models.unregister_model(name)
 
 
+def _raised_while_handling(first: BaseException, second: BaseException) -> BaseException:
+    try:
+        try:
+            raise first
+        except BaseException:
+            raise second
+    except BaseException as exc:
+        return exc
+
+
 @pytest.mark.parametrize(
     "exc, oom",
     [
         (torch.cuda.OutOfMemoryError("CUDA out of memory."), True),
+        # a capture that ran out of memory, failing again at capture_end: the second error propagates
+        (_raised_while_handling(torch.cuda.OutOfMemoryError("CUDA out of memory."),
+                                RuntimeError("operation failed due to a previous error during capture")), True),
+        (_raised_while_handling(ValueError("bad"), RuntimeError("shape mismatch")), False),
         (MemoryError(), True),
         (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes"), True),
         (RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"), True),
@@ -232,9 +249,9 @@ def test_gpu_peak_table_matches_device_names(device_name, label):
 
 
 def test_fp32_uses_tf32_peak_only_when_allowed():
-    assert latency.peak_key("fp32", matmul_allow_tf32=False) == "fp32"
-    assert latency.peak_key("fp32", matmul_allow_tf32=True) == "tf32"
-    assert latency.peak_key("bf16", matmul_allow_tf32=True) == "bf16"
+    assert latency.peak_key("fp32", allow_tf32=False) == "fp32"
+    assert latency.peak_key("fp32", allow_tf32=True) == "tf32"
+    assert latency.peak_key("bf16", allow_tf32=True) == "bf16"
 
 
 def test_environment_block():
@@ -243,7 +260,8 @@ def test_environment_block():
     assert env["threads"] == torch.get_num_threads()
     assert env["dtype"] == "bf16" and env["device"] == "cpu"
     for key in ("cpu_model", "cuda_matmul_allow_tf32", "cudnn_allow_tf32", "float32_matmul_precision",
-                "cudnn_benchmark", "load_average", "driver_version"):
+                "cudnn_benchmark", "load_average", "driver_version", "gpu_idle_clocks_mhz", "gpu_sm_count",
+                "gpu_mig_mode"):
         assert key in env
     json.dumps(env)
 
@@ -322,7 +340,8 @@ def test_compile_without_compiler_is_one_line_exit_2(monkeypatch):
 
 POINT_KEYS = {
     "input_size", "batch_size", "status", "latency_ms", "throughput_images_per_s", "flops", "achieved_tflops",
-    "peak_tflops", "peak_fraction", "memory_bytes", "reference_median_ms", "reference_ratio", "error",
+    "peak_tflops", "peak_fraction", "memory_bytes", "clocks_mhz", "cuda_graphs_engaged", "graph_launches_per_call",
+    "reference_median_ms", "reference_ratio", "error", "warnings",
 }
 STAT_KEYS = {"n", "median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "iqr_ms", "cv", "min_ms", "max_ms",
              "samples_ms"}
@@ -331,9 +350,9 @@ STAT_KEYS = {"n", "median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "iqr_ms"
 def test_json_keys(toy):
     result = _run_cli("-m", toy, "-b", "1,2", "--iters", "3", "--warmup", "1", "--threads", "1", "--json")
     assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
+    [data] = json.loads(result.stdout)  # a list, one entry per model
     assert set(data) == {"model", "attention", "settings", "environment", "flops_convention", "memory_note", "gpu_peak",
-                         "warnings", "points"}
+                         "peak_applies_to", "warnings", "points"}
     assert data["model"] == toy
     assert data["settings"]["threads"] == 1 and data["settings"]["iters"] == 3
     assert data["environment"]["torch_version"] == torch.__version__
@@ -343,6 +362,11 @@ def test_json_keys(toy):
         assert set(point) == POINT_KEYS
         assert set(point["latency_ms"]) == STAT_KEYS and len(point["latency_ms"]["samples_ms"]) == 3
         assert set(point["memory_bytes"]) == {"process_peak_rss"}
+        assert point["clocks_mhz"] == {} and point["cuda_graphs_engaged"] is None
+        # 3 samples support neither p90 (10) nor p99 (100): the values stay, each with a warning naming it and n
+        assert point["latency_ms"]["p99_ms"] is not None
+        assert [w.split(" needs")[0] for w in point["warnings"]] == ["p90", "p99"]
+        assert all("has 3" in w for w in point["warnings"])
 
 
 def test_csv_keys_and_sweep_over_models(toy, toy_oom):
@@ -365,3 +389,71 @@ def test_table_output(toy_oom):
     result = _run_cli("-m", toy_oom, "-b", "1,2", "--iters", "2", "--warmup", "1")
     assert result.exit_code == 0, result.output
     assert "OOM" in result.stdout and "median ms" in result.stdout and toy_oom in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Thread counts and percentiles a point cannot support.
+
+
+@pytest.mark.parametrize("affinity", [True, False])
+def test_more_threads_than_cpus_is_refused(monkeypatch, affinity):
+    if affinity:
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    else:  # macOS and Windows have no affinity mask: every CPU counts
+        monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+        monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    assert LatencySettings(threads=3).threads == 3
+    with pytest.raises(UsageError, match=r"--threads 4 is more than the 3 CPU\(s\)"):
+        LatencySettings(threads=4)
+
+
+def test_threads_999_is_one_line_exit_2(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    _refuse_build(monkeypatch)
+    result = _run_cli("-m", "hrvit_b1", "--threads", "999")
+    assert result.exit_code == 2, result.output
+    [line] = result.output.strip().splitlines()
+    assert "--threads 999" in line and "2 CPU(s)" in line
+
+
+def test_percentile_sample_rule_by_hand():
+    assert [min_samples(q) for q in (50, 75, 90, 95, 99)] == [2, 4, 10, 20, 100]
+
+
+def _report_with(samples_per_point: list[list[float]]) -> LatencyReport:
+    points = [LatencyPoint((64, 64), b, "ok", stats=LatencyStats.from_samples(s))
+              for b, s in enumerate(samples_per_point, start=1)]
+    for p in points:
+        p.memory = {"process_peak_rss": 2**20}
+    return LatencyReport("hand", LatencySettings(iters=5), Environment.capture("cpu"), points)
+
+
+def _render(table) -> str:
+    console = Console(file=io.StringIO(), width=250)
+    console.print(table)
+    return console.file.getvalue()
+
+
+def test_unsupported_percentiles_are_dashes_with_warnings():
+    five = [1.0, 2.0, 3.0, 4.0, 100.0]  # p90 = 61.6, p99 = 96.16
+    twelve = [float(v) for v in range(1, 13)]  # p90 = 10.9 (supported), p99 = 11.89 (not)
+    hundred = [float(v) for v in range(1, 101)]  # p99 = 99.01
+    report = _report_with([five, twelve, hundred])
+    text = _render(report.tables()[0])
+    rows = {line.split("│")[2].strip(): [c.strip() for c in line.split("│")[1:-1]]
+            for line in text.splitlines() if line.startswith("│ 64x64")}
+    # columns: input, batch, n, median, p90, p99, ...
+    assert rows["1"][4:6] == ["-", "-"]
+    assert rows["2"][4:6] == ["10.900", "-"]
+    assert rows["3"][4:6] == ["90.100", "99.010"]
+    assert "p90 needs at least 10 samples" in text and "(n = 5)" in text
+    assert "p99 needs at least 100 samples" in text and "(n = 5, 12)" in text
+
+    data = report.to_dict()["points"]
+    assert data[0]["latency_ms"]["p99_ms"] == pytest.approx(96.16)  # the value stays in JSON, flagged
+    assert [w[:3] for w in data[0]["warnings"]] == ["p90", "p99"] and "has 5" in data[0]["warnings"][1]
+    assert [w[:3] for w in data[1]["warnings"]] == ["p99"] and "has 12" in data[1]["warnings"][0]
+    assert data[2]["warnings"] == []
+    csv_rows = report.csv_rows()
+    assert csv_rows[0]["p99_ms"] == pytest.approx(96.16) and "p99 needs at least 100" in csv_rows[0]["warnings"]
+    assert csv_rows[2]["warnings"] is None

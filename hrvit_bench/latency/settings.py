@@ -10,6 +10,7 @@ from torch import nn
 
 from .. import zoo
 from ..errors import UsageError, first_line
+from .timer import COMPILED_GRAPHS_MIN_WARMUP
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEFAULT_MIN_TIME_S = 1.0
@@ -51,8 +52,14 @@ class LatencySettings:
             self.threads = torch.get_num_threads()
         elif self.threads < 1:
             raise UsageError(f"--threads must be at least 1, not {self.threads}")
+        elif self.threads > available_cpus():
+            raise UsageError(f"--threads {self.threads} is more than the {available_cpus()} CPU(s) this process may "
+                             "run on: extra threads only wait for each other")
         if self.cuda_graphs and device.type != "cuda":
             raise UsageError("--cuda-graphs needs --device cuda")
+        if self.compile and self.cuda_graphs and self.warmup < COMPILED_GRAPHS_MIN_WARMUP:
+            raise UsageError(f"--compile --cuda-graphs needs --warmup {COMPILED_GRAPHS_MIN_WARMUP} or more: CUDA graph "
+                             "trees warm up on the 1st call and record on the 2nd, so only later calls replay")
         if (self.compile or self.cuda_graphs) and self.warmup < 1:
             raise UsageError("--compile and --cuda-graphs need --warmup 1 or more: compiling must not be timed")
 
@@ -62,6 +69,14 @@ class LatencySettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on: its affinity mask where the OS has one (a container's or taskset's share),
+    else every CPU."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def preflight(settings: LatencySettings) -> list[str]:

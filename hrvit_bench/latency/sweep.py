@@ -14,13 +14,13 @@ from torch import nn
 from .. import zoo
 from ..conventions import Convention
 from ..counting import count_macs
-from ..environment import Environment
+from ..environment import ClockSampler, ClockSource, Environment, gpu_clock_source
 from ..errors import first_line
-from .peaks import gpu_peak, peak_key
+from .peaks import choose_peak
 from .results import LatencyPoint, LatencyReport
 from .settings import DTYPES, LatencySettings, preflight
 from .stats import LatencyStats
-from .timer import make_step, reference_timing, time_calls
+from .timer import cudagraph_skips, graph_launches, make_step, reference_timing, time_calls
 
 FLOPS = Convention("flops", "all", "1e9")  # achieved TFLOP/s counts 2 x MACs of every operator fvcore counts
 
@@ -29,11 +29,23 @@ FLOPS = Convention("flops", "all", "1e9")  # achieved TFLOP/s counts 2 x MACs of
 _OOM_MESSAGE = re.compile(r"out of memory|allocate memory|not enough memory|alloc_failed", re.IGNORECASE)
 
 
+def out_of_memory_in(exc: BaseException) -> BaseException | None:
+    """The out-of-memory error ``exc`` is, or was raised while handling (a CUDA graph capture that ran out of
+    memory fails again at its end, and that second error is the one that propagates); None when there is none."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)) or (
+                isinstance(exc, RuntimeError) and _OOM_MESSAGE.search(str(exc))):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, Python's MemoryError, or a RuntimeError an allocator raised."""
-    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
-        return True
-    return isinstance(exc, RuntimeError) and bool(_OOM_MESSAGE.search(str(exc)))
+    """CUDA's OutOfMemoryError, Python's MemoryError, or a RuntimeError an allocator raised, or an error raised
+    while handling one of these."""
+    return out_of_memory_in(exc) is not None
 
 
 def _process_peak_rss_bytes() -> int:
@@ -45,6 +57,44 @@ def _free_memory(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
+
+
+def _recover_from_oom(settings: LatencySettings, stream) -> None:
+    """After an out-of-memory, possibly inside a CUDA graph capture: the point's stream current again (a capture
+    whose end failed leaves its capture stream current), no compiled graphs (cudagraph trees hold memory pools),
+    the device settled (a synchronise may report the broken capture: it is that error, already handled) and the
+    cache emptied, so the next point starts clean."""
+    if settings.torch_device.type == "cuda":
+        torch.cuda.set_stream(stream)
+        if settings.compile:
+            torch._dynamo.reset()
+        with contextlib.suppress(RuntimeError):
+            torch.cuda.synchronize()
+    _free_memory(settings.torch_device)
+
+
+def random_input(shape: tuple[int, int, int, int], settings: LatencySettings) -> torch.Tensor:
+    """One point's input, on the device, in the dtype and memory format being timed."""
+    x = torch.randn(shape, device=settings.torch_device, dtype=DTYPES[settings.dtype])
+    return x.contiguous(memory_format=torch.channels_last) if settings.channels_last else x
+
+
+def _check_graphs(point: LatencyPoint, step: Callable[[], object], skips: int) -> None:
+    """Did the timed calls replay CUDA graphs? ``skips``: inductor's cudagraph skips during this point."""
+    launches = point.graph_launches_per_call = graph_launches(step)
+    if skips:
+        point.cuda_graphs_engaged = False
+        point.warnings.append(
+            f"CUDA graphs did not engage everywhere: inductor skipped them {skips} time(s) (TORCH_LOGS=perf_hints "
+            f"says why); {launches or 0} graph launch(es) per call: these timings include eager launches")
+    elif launches == 0:
+        point.cuda_graphs_engaged = False
+        point.warnings.append("CUDA graphs did not engage: no graph launch in a profiled call; these are eager "
+                              "timings")
+    elif launches is None:
+        point.warnings.append("CUDA graphs unverified: the profiler saw no CUDA activity in a call")
+    else:
+        point.cuda_graphs_engaged = True
 
 
 @contextlib.contextmanager
@@ -71,46 +121,65 @@ def prepare(model: nn.Module, settings: LatencySettings) -> nn.Module:
 
 
 def measure_point(
-    model: nn.Module, shape: tuple[int, int, int, int], settings: LatencySettings, peak_tflops: float | None = None,
-    meta_model: nn.Module | None = None,
+    model: nn.Module, shape: tuple[int, int, int, int], settings: LatencySettings,
+    peak_tflops: dict[str, float] | None = None, meta_model: nn.Module | None = None,
+    clock_source: ClockSource | None = None,
 ) -> LatencyPoint:
-    """Time ``model`` (already prepared) on one input shape; an out-of-memory makes an "oom" point, not an error."""
+    """Time ``model`` (already prepared) on one input shape; an out-of-memory makes an "oom" point, not an error.
+
+    Memory peaks are reset after the warm-up: compilation, graph capture and cuDNN's autotune workspaces are
+    reported as the warm-up's peak, apart from the timed calls'. ``clock_source`` is sampled while they run.
+    """
     device = settings.torch_device
-    point = LatencyPoint(input_size=tuple(shape[2:]), batch_size=shape[0], status="ok", peak_tflops=peak_tflops)
-    if device.type == "cuda":
+    cuda = device.type == "cuda"
+    point = LatencyPoint(input_size=tuple(shape[2:]), batch_size=shape[0], status="ok",
+                         peak_tflops=dict(peak_tflops or {}))
+    stream = torch.cuda.current_stream(device) if cuda else None
+    compiled_graphs = settings.compile and settings.cuda_graphs
+
+    def after_warmup() -> None:
+        if cuda:
+            point.memory["cuda_warmup_max_allocated"] = torch.cuda.max_memory_allocated(device)
+            point.memory["cuda_warmup_max_reserved"] = torch.cuda.max_memory_reserved(device)
+            torch.cuda.reset_peak_memory_stats(device)
+
+    if cuda:
         torch.cuda.reset_peak_memory_stats(device)
+    sampler = ClockSampler(clock_source) if clock_source is not None else None
     x = step = oom = None
     try:
         with torch.inference_mode():
-            x = torch.randn(shape, device=device, dtype=DTYPES[settings.dtype])
-            if settings.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = random_input(shape, settings)
+            skips_before = cudagraph_skips() if compiled_graphs else 0
             step = make_step(model, x, settings)
-            samples = time_calls(step, device, settings.warmup, settings.iters, settings.min_time)
+            samples = time_calls(step, device, settings.warmup, settings.iters, settings.min_time,
+                                 after_warmup=after_warmup, while_timing=sampler)
+            if cuda:
+                point.memory["cuda_max_allocated"] = torch.cuda.max_memory_allocated(device)
+                point.memory["cuda_max_reserved"] = torch.cuda.max_memory_reserved(device)
+            if settings.cuda_graphs:
+                _check_graphs(point, step, cudagraph_skips() - skips_before if compiled_graphs else 0)
             if settings.cross_check:
                 budget = max(0.2, sum(samples) / 1e3)
                 point.reference_median_ms = reference_timing(step, settings.threads, budget).median * 1e3
     except Exception as exc:
-        if not is_out_of_memory(exc):
+        cause = out_of_memory_in(exc)
+        if cause is None:
             raise
-        oom = first_line(exc)
+        oom = first_line(cause)
     if oom is not None:  # freed only here, once the exception's traceback (holding activations) is gone
         del x, step
-        _free_memory(device)
-        point.status, point.error, point.peak_tflops = "oom", oom, None
-        return point
+        _recover_from_oom(settings, stream)
+        return LatencyPoint(input_size=point.input_size, batch_size=point.batch_size, status="oom", error=oom)
     point.stats = LatencyStats.from_samples(samples)
-    if device.type == "cuda":
-        point.memory = {
-            "cuda_max_allocated": torch.cuda.max_memory_allocated(device),
-            "cuda_max_reserved": torch.cuda.max_memory_reserved(device),
-        }
-    else:
+    if sampler is not None:
+        point.clocks_mhz = sampler.summary()
+    if not cuda:
         point.memory = {"process_peak_rss": _process_peak_rss_bytes()}
     if meta_model is not None:
         point.flops = count_macs(meta_model, shape, engine="meta").total(FLOPS)
     del x, step
-    if device.type == "cuda":
+    if cuda:
         torch.cuda.empty_cache()  # the next point's reserved-memory peak starts from its own weights
     return point
 
@@ -129,9 +198,6 @@ def run(
     ``progress(done, total, label)`` is called before each point and once at the end.
     """
     warnings = preflight(settings)
-    for message in warnings:
-        if warn:
-            warn(message)
     plans = []
     for name in names:  # every shape is checked before the first model is built
         info = zoo.info(name)
@@ -140,8 +206,12 @@ def run(
     reports = []
     with pinned(settings):
         env = Environment.capture(settings.torch_device, settings.dtype)
-        peak = gpu_peak(env.device_name) if settings.torch_device.type == "cuda" else None
-        peak_tflops = peak.tflops.get(peak_key(settings.dtype, env.cuda_matmul_allow_tf32)) if peak else None
+        peak = choose_peak(env)
+        warnings += [peak.warning] if peak.warning else []
+        for message in warnings:
+            if warn:
+                warn(message)
+        clocks = gpu_clock_source(settings.torch_device) if settings.torch_device.type == "cuda" else None
         for info, shapes in plans:
             model = prepare(zoo.build(info.name, device=str(settings.torch_device)), settings)
             meta_model = zoo.build(info.name, device="meta")
@@ -149,7 +219,7 @@ def run(
             for shape in shapes:
                 if progress:
                     progress(done, total, f"{info.name} {zoo.format_size(shape)}")
-                points.append(measure_point(model, shape, settings, peak_tflops, meta_model))
+                points.append(measure_point(model, shape, settings, peak.tflops, meta_model, clocks))
                 done += 1
             reports.append(LatencyReport(info.name, settings, env, points, peak, list(warnings), info.attention))
             del model
