@@ -1,32 +1,31 @@
-"""HRViT's stated savings, checked: the claims table (data/claims.csv) evaluated under every convention.
+"""HRViT's stated savings, checked: each claim row of data/claims.csv gets one verdict, and says what it rests on.
 
-Each claim row names pairs ``subject>baseline`` of registered models, an input, a metric and what the paper
-states. A relative change is the mean over its pairs of ``subject / baseline - 1``; the averages say which pairs
-they average because the pairs are in the row. Accuracy claims need training and data: they are listed as not
-measurable here, never as passed. Published absolute numbers (data/published.csv) are set beside the measured
-ones, with the convention each matches best.
+A claim row names pairs ``subject>baseline`` of registered models, an input, a metric and what the paper states.
+A relative change is the mean over its pairs of ``subject / baseline - 1``; the averages say which pairs they
+average because the pairs are in the row. FLOP claims are evaluated under every counting convention; unit and
+giga cancel in a ratio, so only all-ops against GEMM-only counting can change a verdict, and the headline says
+"depends on the convention" when the two disagree. Accuracy claims need training and data: they are listed as
+not measurable here, never as passed. Latency rows are timed only on request, in interleaved rounds, and their
+verdict rests on a bootstrap interval.
 """
 from __future__ import annotations
 
-import csv
-import importlib.resources
 from dataclasses import dataclass, field
 from statistics import mean
 
-from rich.table import Table
-
 from . import zoo
-from .conventions import ALL_CONVENTIONS, Convention
+from .conventions import DEFAULT, Convention
 from .count_cache import CountCache
 from .counting import MacCount
+from .latency.compare import FASTER, INDISTINGUISHABLE, SLOWER, Comparison, direction
+from .latency.stats import Interval, mean_ratio_interval
+from .published import PublishedResult, read_data
 
 HOLDS, FAILS, UNMEASURABLE = "holds", "does not hold", "not measurable here"
+DEPENDS = "depends on the convention"
+NOT_TIMED = "not timed"
 COST_METRICS = ("params", "flops")
-
-
-def _data(name: str) -> list[dict]:
-    with importlib.resources.files("hrvit_bench.data").joinpath(name).open(newline="") as handle:
-        return list(csv.DictReader(handle))
+LATENCY = "latency"
 
 
 def _float(text: str) -> float | None:
@@ -36,8 +35,9 @@ def _float(text: str) -> float | None:
 @dataclass(frozen=True)
 class Claim:
     id: str
-    metric: str  # params, flops, miou, top1
-    kind: str  # change (a stated %), range (words read as a % range), growth (b1->b3 ratios), accuracy
+    metric: str  # params, flops, latency, miou, top1
+    kind: str  # change (a stated %), range (words read as a % range), growth (b1->b3 ratios), direction
+    #            (latency: "faster"), observed (latency beside a cost claim, nothing stated), accuracy
     pairs: tuple[tuple[str, str], ...]  # (subject, baseline)
     input: tuple[int, int]
     stated: str
@@ -47,14 +47,17 @@ class Claim:
     high_pct: float | None
     source: str
     note: str
+    pairs_by: str = "paper"  # who chose the pairs: "paper", or "hrvit-bench" where the paper does not say
 
     @property
     def key(self) -> str:
-        return f"{self.id}/{self.metric}@{self.input[0]}x{self.input[1]}"
+        """Unique per claim row: a growth row shares its id, metric and input with a range row."""
+        growth = " growth" if self.kind == "growth" else ""
+        return f"{self.id}/{self.metric}{growth}@{zoo.format_size(self.input)}"
 
     @property
     def measurable(self) -> bool:
-        return self.kind != "accuracy" and self.metric in COST_METRICS
+        return self.kind != "accuracy" and self.metric in (*COST_METRICS, LATENCY)
 
     @classmethod
     def from_row(cls, row: dict) -> "Claim":
@@ -63,27 +66,55 @@ class Claim:
             id=row["id"], metric=row["metric"], kind=row["kind"], pairs=pairs, input=zoo.parse_size(row["input"]),
             stated=row["stated"], stated_pct=_float(row["stated_pct"]), tolerance_pp=_float(row["tolerance_pp"]),
             low_pct=_float(row["low_pct"]), high_pct=_float(row["high_pct"]), source=row["source"], note=row["note"],
+            pairs_by=row["pairs_by"] or "paper",
         )
 
 
-@dataclass(frozen=True)
-class Published:
-    model: str
-    input: tuple[int, int]
-    params_m: float
-    gflops: float
-    source: str
-
-
 def load_claims() -> list[Claim]:
-    return [Claim.from_row(r) for r in _data("claims.csv")]
+    return [Claim.from_row(r) for r in read_data("claims.csv")]
 
 
-def load_published() -> list[Published]:
-    return [
-        Published(r["model"], zoo.parse_size(r["input"]), float(r["params_m"]), float(r["gflops"]), r["source"])
-        for r in _data("published.csv")
-    ]
+def latency_claims(claims: list[Claim]) -> list[Claim]:
+    """Every latency row to time: the stated ones, and one beside each cost comparison that states none, so a
+    reader sees where a FLOP saving does or does not become time. Growth claims compare ratios, not two models."""
+    rows = [c for c in claims if c.metric == LATENCY]
+    covered = {(c.id, c.pairs, c.input) for c in rows}
+    for c in claims:
+        if c.metric in COST_METRICS and c.kind in ("change", "range") and (c.id, c.pairs, c.input) not in covered:
+            covered.add((c.id, c.pairs, c.input))
+            rows.append(Claim(c.id, LATENCY, "observed", c.pairs, c.input, "-", None, None, None, None, c.source,
+                              "not stated: timed beside the cost claim", c.pairs_by))
+    return rows
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What a verdict rests on: official architectures, or our reading of the paper."""
+
+    reconstructions: tuple[tuple[str, str], ...] = ()  # (model, why no official code exists)
+    pairs_chosen: bool = False  # the paper does not say which models it compared; hrvit-bench chose
+
+    @property
+    def short(self) -> str:
+        parts = (["reconstruction"] if self.reconstructions else []) + (["our pairs"] if self.pairs_chosen else [])
+        return "; ".join(parts) or "official"
+
+    def describe(self) -> str:
+        parts = []
+        if self.reconstructions:
+            parts.append("reconstruction: " + "; ".join(f"{m} ({why})" for m, why in self.reconstructions))
+        if self.pairs_chosen:
+            parts.append("pairs chosen by hrvit-bench (the paper does not name them)")
+        return ". ".join(parts) or "official architectures on both sides"
+
+    def to_dict(self) -> dict:
+        return {"basis": self.short, "reconstructions": dict(self.reconstructions), "pairs_chosen": self.pairs_chosen}
+
+
+def provenance(claim: Claim) -> Provenance:
+    models = sorted({m for pair in claim.pairs for m in pair})
+    rebuilt = tuple((m, zoo.info(m).reconstruction) for m in models if zoo.info(m).reconstruction)
+    return Provenance(rebuilt, claim.pairs_by == "hrvit-bench")
 
 
 def _cost(count: MacCount, metric: str, convention: Convention | None) -> int:
@@ -92,8 +123,10 @@ def _cost(count: MacCount, metric: str, convention: Convention | None) -> int:
 
 @dataclass
 class ClaimResult:
+    """One claim under one convention (``None`` for parameter claims, which no FLOP convention touches)."""
+
     claim: Claim
-    convention: Convention | None  # None for parameter claims, which no FLOP convention touches
+    convention: Convention | None
     measured_pct: float | None  # mean relative change over the pairs (growth: the subject's growth, as %)
     per_pair: list[tuple[str, str, float]]
     verdict: str
@@ -106,7 +139,7 @@ class ClaimResult:
     def to_dict(self) -> dict:
         c = self.claim
         return {
-            "id": c.id, "metric": c.metric, "kind": c.kind, "input": f"{c.input[0]}x{c.input[1]}",
+            "id": c.id, "metric": c.metric, "kind": c.kind, "input": zoo.format_size(c.input),
             "convention": self.convention_name, "stated": c.stated, "stated_pct": c.stated_pct,
             "measured_pct": None if self.measured_pct is None else round(self.measured_pct, 3),
             "verdict": self.verdict, "why": self.why, "source": c.source, "note": c.note,
@@ -132,8 +165,9 @@ def published_explanation(claim: Claim, published: dict) -> str:
 
 
 def evaluate(claim: Claim, convention: Convention | None, counts: CountCache,
-             published: dict | None = None) -> ClaimResult:
-    if not claim.measurable:
+             published: dict[tuple[str, tuple[int, int]], PublishedResult] | None = None) -> ClaimResult:
+    """A parameter or FLOP claim under one convention (accuracy claims: not measurable)."""
+    if claim.metric not in COST_METRICS or claim.kind == "accuracy":
         return ClaimResult(claim, None, None, [], UNMEASURABLE, f"{claim.metric} needs training and data ({claim.note})")
 
     def change(subject: str, baseline: str) -> float:
@@ -168,213 +202,137 @@ def evaluate(claim: Claim, convention: Convention | None, counts: CountCache,
 
 
 @dataclass
-class PublishedResult:
-    published: Published
-    params: int
-    giga_by_convention: dict[str, float]
+class LatencyResult:
+    """A latency row: each pair timed in interleaved rounds; the change is the mean over pairs of the ratio of
+    medians, with a bootstrap interval that resamples each pair's rounds."""
+
+    claim: Claim
+    comparisons: list[Comparison]  # one per pair: the baseline timed as model 0, the subject as model 1
+    change: Interval  # mean over pairs of median(subject) / median(baseline), as a ratio
+    flop_change_pct: float  # mean over pairs of the FLOP change, fvcore's convention
+    verdict: str
+    why: str
 
     @property
-    def best_convention(self) -> str:
-        return min(self.giga_by_convention, key=lambda c: abs(self.giga_by_convention[c] - self.published.gflops))
+    def measured_pct(self) -> float:
+        return 100 * (self.change.value - 1)
+
+    @property
+    def direction(self) -> str:
+        return direction(self.change)
 
     def to_dict(self) -> dict:
-        p, best = self.published, self.best_convention
+        c, env = self.claim, self.comparisons[0].environment
+        settings = self.comparisons[0].settings
         return {
-            "model": p.model, "input": f"{p.input[0]}x{p.input[1]}", "source": p.source,
-            "published_params_m": p.params_m, "measured_params_m": round(self.params / 1e6, 3),
-            "published_gflops": p.gflops, "best_convention": best,
-            "measured_giga_best": round(self.giga_by_convention[best], 3),
-            "gap_pct": round(100 * (self.giga_by_convention[best] / p.gflops - 1), 2),
-            "measured_giga": {k: round(v, 3) for k, v in self.giga_by_convention.items()},
+            "id": c.id, "metric": c.metric, "kind": c.kind, "input": zoo.format_size(c.input), "stated": c.stated,
+            "measured_pct": round(self.measured_pct, 3), "ratio": self.change.to_dict(),
+            "direction": self.direction, "verdict": self.verdict, "why": self.why,
+            "flop_change_pct": round(self.flop_change_pct, 3), "device": env.device_name, "dtype": settings.dtype,
+            "threads": settings.threads, "rounds": [cmp.rounds for cmp in self.comparisons],
+            "pairs": [{"subject": cmp.sides[1].model, "baseline": cmp.sides[0].model,
+                       "subject_median_ms": cmp.sides[1].median.value, "baseline_median_ms": cmp.sides[0].median.value,
+                       "ratio": cmp.ratio(1).to_dict()} for cmp in self.comparisons],
         }
 
 
-def claim_inputs(claims: list[Claim]) -> set[tuple[str, tuple[int, int]]]:
-    return {(m, c.input) for c in claims if c.measurable for pair in c.pairs for m in pair}
-
-
-def check_published(counts: CountCache, published: list[Published] | None = None) -> list[PublishedResult]:
-    results = []
-    for p in load_published() if published is None else published:
-        count = counts.get(p.model, p.input)
-        giga = {c.name: c.giga_value(count.total(c)) for c in ALL_CONVENTIONS}
-        results.append(PublishedResult(p, count.params, giga))
-    return results
-
-
-CONVENTION_FOOTNOTE = ("* the same under MACs and FLOPs, 1e9 and 2^30: unit and giga scale both sides of a ratio "
-                       "alike, so only all-ops vs GEMM-only counting can change a relative claim")
-
-SCALING_FAMILIES = (("naive HRNet-MiT", "hrnet_mit_{}_seg_ade20k", ("b1", "b2", "b3")),
-                    ("sequential MiT", "mit_{}_seg_ade20k", ("b1", "b2", "b3")),
-                    ("HRViT", "hrvit_{}_seg_ade20k", ("b1", "b2", "b3")))
-SCALING_SIZES = ((256, 256), (512, 512), (1024, 1024))
-
-
-@dataclass
-class ScalingRow:
-    family: str
-    model: str
-    params: int
-    gmacs: dict[str, float]  # input -> GMACs (all ops, 1e9)
-
-
-def scaling_inputs() -> set[tuple[str, tuple[int, int]]]:
-    return {(pattern.format(v), size) for _, pattern, variants in SCALING_FAMILIES for v in variants
-            for size in SCALING_SIZES}
-
-
-def scaling_view(counts: CountCache) -> list[ScalingRow]:
-    """Table 6 as a scaling view: cost of each family as width (b1..b3) and resolution grow."""
-    rows = []
-    for family, pattern, variants in SCALING_FAMILIES:
-        for v in variants:
-            name = pattern.format(v)
-            gmacs = {f"{h}x{w}": counts.get(name, (h, w)).total() / 1e9 for h, w in SCALING_SIZES}
-            rows.append(ScalingRow(family, name, counts.get(name, SCALING_SIZES[1]).params, gmacs))
-    return rows
+def evaluate_latency(claim: Claim, comparisons: list[Comparison], flop_change_pct: float) -> LatencyResult:
+    """``comparisons[i]`` timed pair i with the baseline first: its ratio is subject over baseline."""
+    change = mean_ratio_interval([list(zip(c.sides[0].samples_ms, c.sides[1].samples_ms)) for c in comparisons])
+    low, high = 100 * (change.low - 1), 100 * (change.high - 1)
+    said = f"{100 * (change.value - 1):+.1f}% ({low:+.1f}% to {high:+.1f}%, 95%)"
+    moved = direction(change)
+    if claim.kind == "range":
+        inside, outside = claim.low_pct <= low and high <= claim.high_pct, high < claim.low_pct or low > claim.high_pct
+        verdict = HOLDS if inside else FAILS if outside else INDISTINGUISHABLE
+        why = f"time {said}; '{claim.stated}' read as {claim.low_pct:+g}% to {claim.high_pct:+g}%"
+        if verdict == INDISTINGUISHABLE:
+            why += ": the interval straddles the bound"
+    elif claim.kind == "direction":
+        verdict = {FASTER: HOLDS, SLOWER: FAILS}.get(moved, INDISTINGUISHABLE)
+        why = f"time {said}: {moved}"
+    else:
+        verdict, why = moved, f"time {said}"
+    why += f"; FLOPs {flop_change_pct:+.1f}%"
+    return LatencyResult(claim, comparisons, change, flop_change_pct, verdict, why)
 
 
 @dataclass
-class ClaimsReport:
-    results: list[ClaimResult]
-    published: list[PublishedResult] = field(default_factory=list)
-    scaling: list[ScalingRow] = field(default_factory=list)
-    conventions: tuple[Convention, ...] = ALL_CONVENTIONS
+class Headline:
+    """One verdict per claim row: the same under every convention, or "depends on the convention"."""
 
-    @classmethod
-    def measure(cls, conventions=ALL_CONVENTIONS, counts: CountCache | None = None, progress=None,
-                jobs: int = 1) -> "ClaimsReport":
-        counts = counts or CountCache()
-        claims = load_claims()
-        wanted = claim_inputs(claims) | scaling_inputs() | {(p.model, p.input) for p in load_published()}
-        counts.prefetch(wanted, jobs, progress)
-        published = check_published(counts)
-        lookup = {(p.published.model, p.published.input): p for p in published}
-        results = []
-        for claim in claims:
-            if claim.metric == "flops" and claim.measurable:
-                results += [evaluate(claim, c, counts, lookup) for c in conventions]
-            else:
-                results.append(evaluate(claim, None, counts, lookup))
-        return cls(results, published, scaling_view(counts), tuple(conventions))
+    claim: Claim
+    results: list[ClaimResult] = field(default_factory=list)  # one per convention evaluated
+    latency: LatencyResult | None = None
 
     @property
-    def failed(self) -> list[ClaimResult]:
-        return [r for r in self.results if r.verdict == FAILS]
+    def provenance(self) -> Provenance:
+        return provenance(self.claim)
+
+    @property
+    def main(self) -> ClaimResult | None:
+        """The result shown as the headline's number: fvcore's convention when it was evaluated."""
+        if not self.results:
+            return None
+        return next((r for r in self.results if r.convention == DEFAULT), self.results[0])
+
+    @property
+    def verdict(self) -> str:
+        if self.claim.metric == LATENCY:
+            return self.latency.verdict if self.latency else NOT_TIMED
+        verdicts = {r.verdict for r in self.results}
+        return verdicts.pop() if len(verdicts) == 1 else DEPENDS
+
+    @property
+    def measured_pct(self) -> float | None:
+        if self.claim.metric == LATENCY:
+            return self.latency.measured_pct if self.latency else None
+        return self.main.measured_pct if self.main else None
+
+    @property
+    def why(self) -> str:
+        if self.claim.metric == LATENCY:
+            return self.latency.why if self.latency else "timed only with --latency cpu|cuda (noise, not gated)"
+        return self.main.why
+
+    def scope_detail(self) -> list[tuple[str, ClaimResult]]:
+        """(scope label, result) per ops scope, where the scopes' verdicts disagree; empty where they agree."""
+        if self.verdict != DEPENDS:
+            return []
+        by_scope: dict[str, ClaimResult] = {}
+        for r in self.results:
+            by_scope.setdefault("all ops" if r.convention.ops == "all" else "GEMM only", r)
+        return list(by_scope.items())
 
     def to_dict(self) -> dict:
-        return {
-            "claims": [r.to_dict() for r in self.results],
-            "published": [p.to_dict() for p in self.published],
-            "scaling": [{"family": s.family, "model": s.model, "params": s.params, "gmacs_all_1e9": s.gmacs}
-                        for s in self.scaling],
+        c = self.claim
+        out = {
+            "key": c.key, "id": c.id, "metric": c.metric, "kind": c.kind, "input": zoo.format_size(c.input),
+            "stated": c.stated,
+            "measured_pct": None if self.measured_pct is None else round(self.measured_pct, 3),
+            "verdict": self.verdict, **self.provenance.to_dict(), "why": self.why,
+            "pairs": ";".join(f"{s}>{b}" for s, b in c.pairs), "source": c.source, "note": c.note,
         }
+        if c.metric == "flops":
+            out["by_scope"] = "; ".join(f"{scope}: {r.measured_pct:+.2f}% {r.verdict}" for scope, r in
+                                        {("all ops" if r.convention.ops == "all" else "GEMM only"): r
+                                         for r in self.results}.items())
+        if self.latency:
+            lat = self.latency.to_dict()
+            out |= {k: lat[k] for k in ("direction", "flop_change_pct", "device", "dtype", "threads")}
+            out |= {"ratio": lat["ratio"]["value"], "ratio_low": lat["ratio"]["low"], "ratio_high": lat["ratio"]["high"]}
+        return out
 
-    def csv_rows(self) -> list[dict]:
-        return [{k: v for k, v in r.to_dict().items() if k != "pairs"} | {
-            "pairs": ";".join(f"{s}>{b}" for s, b, _ in r.per_pair)} for r in self.results]
 
-    def grouped(self) -> list[tuple[ClaimResult, list[str]]]:
-        """One entry per claim and distinct outcome, naming the conventions that share it.
-
-        Unit (MACs/FLOPs) and giga (1e9/2^30) scale both sides of a ratio alike, so only the ops scope can change a
-        relative claim; grouping shows that instead of eight identical rows."""
-        groups: dict[tuple, tuple[ClaimResult, list[str]]] = {}
-        for r in self.results:
-            key = (r.claim.key, r.verdict, None if r.measured_pct is None else round(r.measured_pct, 6))
-            if key in groups:
-                groups[key][1].append(r.convention_name)
-            else:
-                groups[key] = (r, [r.convention_name])
-        return list(groups.values())
-
-    def _convention_label(self, names: list[str]) -> str:
-        if names == ["-"]:
-            return "any"
-        if len(names) == len(self.conventions) and len(names) > 1:
-            return "every convention"
-        scopes = {n.split("-")[1] for n in names}
-        if len(scopes) == 1 and len(names) == sum(1 for c in self.conventions if c.ops in scopes) and len(names) > 1:
-            return ("all ops" if scopes == {"all"} else "GEMM only") + "*"
-        return ", ".join(names)
-
-    def tables(self) -> list[Table]:
-        table = Table(title="HRViT's claims, checked", caption=CONVENTION_FOOTNOTE)
-        for col in ("claim", "metric", "input", "convention", "stated", "measured", "verdict"):
-            table.add_column(col, no_wrap=col in ("metric", "input", "convention", "measured"),
-                             max_width=18 if col in ("claim", "stated") else None,
-                             justify="right" if col == "measured" else "left")
-        table.add_column("why", min_width=36, ratio=1)
-        style = {HOLDS: "green", FAILS: "red", UNMEASURABLE: "dim"}
-        for r, names in self.grouped():
-            c = r.claim
-            measured = "-" if r.measured_pct is None else f"{r.measured_pct:+.1f}%"
-            table.add_row(c.id, c.metric, f"{c.input[0]}x{c.input[1]}", self._convention_label(names), c.stated,
-                          measured, f"[{style[r.verdict]}]{r.verdict}[/]", r.why)
-        tables = [table]
-        if self.published:
-            pub = Table(title="published numbers beside measured ones")
-            for col in ("model", "input", "params (pub.)", "params (ours)", "G (pub.)", "best convention",
-                        "G (ours)", "gap"):
-                pub.add_column(col, justify="left" if col in ("model", "best convention") else "right")
-            for p in self.published:
-                d = p.to_dict()
-                pub.add_row(d["model"], d["input"], f"{d['published_params_m']:.1f}M", f"{d['measured_params_m']:.2f}M",
-                            f"{d['published_gflops']:g}", d["best_convention"], f"{d['measured_giga_best']:.2f}",
-                            f"{d['gap_pct']:+.1f}%")
-            tables.append(pub)
-        if self.scaling:
-            scale = Table(title="Table 6 as scaling: GMACs (all ops, 1e9) as width and resolution grow, ADE20K head")
-            scale.add_column("family")
-            scale.add_column("model")
-            scale.add_column("params", justify="right")
-            for h, w in SCALING_SIZES:
-                scale.add_column(f"{h}x{w}", justify="right")
-            for s in self.scaling:
-                scale.add_row(s.family, s.model, f"{s.params / 1e6:.1f}M", *(f"{g:.1f}" for g in s.gmacs.values()))
-            tables.append(scale)
-        return tables
-
-    def to_markdown(self) -> str:
-        from tabulate import tabulate
-
-        counts = {v: sum(1 for r in self.results if r.verdict == v) for v in (HOLDS, FAILS, UNMEASURABLE)}
-        lines = [
-            "# HRViT's claims, checked by hrvit-bench",
-            "",
-            f"{counts[HOLDS]} hold, {counts[FAILS]} do not hold, {counts[UNMEASURABLE]} are not measurable here "
-            "(one result per claim and convention; accuracy claims need training).",
-            "A relative change is `subject / baseline - 1`, averaged over the claim's pairs. "
-            + CONVENTION_FOOTNOTE.replace("* ", "Conventions marked * give ") + ".",
-            "",
-        ]
-        rows = []
-        for r, names in self.grouped():
-            c = r.claim
-            rows.append([c.id, c.metric, f"{c.input[0]}x{c.input[1]}", self._convention_label(names), c.stated,
-                         "-" if r.measured_pct is None else f"{r.measured_pct:+.1f}%", r.verdict, r.why])
-        lines.append(tabulate(rows, headers=["claim", "metric", "input", "convention", "stated", "measured",
-                                             "verdict", "why"], tablefmt="github"))
-        lines += ["", "## Pairs behind each claim", ""]
-        seen = set()
-        for r in self.results:
-            if r.claim.key in seen or not r.per_pair:
-                continue
-            seen.add(r.claim.key)
-            pairs = ", ".join(f"`{s}` vs `{b}`" for s, b, _ in r.per_pair)
-            lines.append(f"- **{r.claim.key}**: {pairs}. {r.claim.note}".rstrip())
-        if self.published:
-            lines += ["", "## Published numbers beside measured ones", ""]
-            rows = [[d["model"], d["input"], d["published_params_m"], d["measured_params_m"], d["published_gflops"],
-                     d["best_convention"], d["measured_giga_best"], f"{d['gap_pct']:+.1f}%", d["source"]]
-                    for d in (p.to_dict() for p in self.published)]
-            lines.append(tabulate(rows, headers=["model", "input", "params M (pub.)", "params M (ours)", "G (pub.)",
-                                                 "best convention", "G (ours)", "gap", "source"], tablefmt="github"))
-        if self.scaling:
-            lines += ["", "## Table 6 as scaling (GMACs, all ops, 1e9; SegFormer head, 150 classes)", ""]
-            rows = [[s.family, s.model, f"{s.params / 1e6:.1f}M", *(f"{g:.1f}" for g in s.gmacs.values())]
-                    for s in self.scaling]
-            lines.append(tabulate(rows, headers=["family", "model", "params",
-                                                 *(f"{h}x{w}" for h, w in SCALING_SIZES)], tablefmt="github"))
-        return "\n".join(lines) + "\n"
+def headlines(results: list[ClaimResult], latency: list[LatencyResult], latency_rows: list[Claim]) -> list[Headline]:
+    """Headlines in claims.csv order, each latency row after the cost rows of its claim id."""
+    by_key: dict[str, Headline] = {}
+    for r in results:
+        by_key.setdefault(r.claim.key, Headline(r.claim)).results.append(r)
+    timed = {(r.claim.id, r.claim.pairs, r.claim.input): r for r in latency}
+    ordered = list(by_key.values())
+    for row in latency_rows:
+        h = Headline(row, latency=timed.get((row.id, row.pairs, row.input)))
+        last = max((i for i, o in enumerate(ordered) if o.claim.id == row.id), default=len(ordered) - 1)
+        ordered.insert(last + 1, h)
+    return ordered

@@ -1,17 +1,21 @@
 """The `hrvit-bench` command line: thin wiring from options to the engine modules."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
+import tempfile
+import traceback
 from enum import Enum
-from typing import Annotated, Optional
+from pathlib import Path
+from typing import Annotated, Callable, Optional
 
 import typer
-from rich.progress import Progress
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from . import output, zoo
+from . import __version__, output, zoo
 from .conventions import CONVENTION_NAMES, DEFAULT, parse_conventions
-from .errors import UsageError
+from .errors import UsageError, first_line
 
 app = typer.Typer(
     name="hrvit-bench",
@@ -19,6 +23,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
@@ -26,13 +31,30 @@ class _State:
     debug = False
 
 
+def _version(value: bool) -> None:
+    if value:
+        output.console.print(f"hrvit-bench {__version__}", highlight=False, soft_wrap=True)
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False):
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+):
     _State.debug = debug
 
 
+def _error(message: str) -> None:
+    output.err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+
+
 def command(fn=None, *, name: str | None = None):
-    """Register a command whose usage errors print one line and exit 2; other errors one line and exit 1."""
+    """Register a command whose usage errors print one line and exit 2; other errors one line and exit 1.
+
+    With --debug the traceback comes first, and the exit codes stay the same."""
     if fn is None:
         return functools.partial(command, name=name)
 
@@ -42,19 +64,16 @@ def command(fn=None, *, name: str | None = None):
             return fn(*args, **kwargs)
         except UsageError as exc:
             if _State.debug:
-                raise
-            output.err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+                traceback.print_exc()
+            _error(first_line(exc))
             raise typer.Exit(2) from None
         except Exception as exc:
-            if hasattr(exc, "exit_code"):  # typer/click's own exits and usage errors
+            if hasattr(exc, "exit_code"):  # typer's own exits and usage errors
                 raise
             if _State.debug:
-                raise
-            output.err_console.print(
-                f"[red]error:[/red] {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-                highlight=False,
-                soft_wrap=True,
-            )
+                traceback.print_exc()
+            _error(f"{type(exc).__name__}: {first_line(exc)}" + ("" if _State.debug else
+                                                                " (run with --debug for the traceback)"))
             raise typer.Exit(1) from None
 
     return app.command(name)(wrapper)
@@ -70,6 +89,11 @@ class Engine(str, Enum):
     fvcore = "fvcore"
 
 
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
 ModelOpt = Annotated[
     list[str], typer.Option("--model", "-m", help="Model name or glob pattern; repeatable. Default: hrvit_b1.")
 ]
@@ -83,12 +107,22 @@ ConventionOpt = Annotated[
 JobsOpt = Annotated[
     Optional[int], typer.Option(min=1, help="Processes counting in parallel (default: cores, at most 4).")
 ]
+ThreadsOpt = Annotated[
+    Optional[int], typer.Option(help="CPU threads, pinned (default: torch's current count).")
+]
+TASK_WORDS = {"cls": "classification", "seg": "segmentation", "classification": "classification",
+              "segmentation": "segmentation", "backbone": "backbone"}
+
+
+def _output_format(as_json: bool, as_csv: bool) -> None:
+    if as_json and as_csv:
+        raise UsageError("give --json or --csv, not both")
 
 
 def _emit(results: list, as_json: bool, as_csv: bool) -> None:
+    """Tables, or JSON (always a list, one entry per result, whatever their number), or CSV rows."""
     if as_json:
-        data = [r.to_dict() for r in results]
-        output.print_json(data[0] if len(data) == 1 else data)
+        output.print_json([r.to_dict() for r in results])
     elif as_csv:
         output.print_csv(row for r in results for row in r.csv_rows())
     else:
@@ -96,17 +130,32 @@ def _emit(results: list, as_json: bool, as_csv: bool) -> None:
             output.print_tables(r.tables())
 
 
-def _measure_each(infos, measure, quiet: bool) -> list:
-    """Run ``measure(info)`` per model, with a progress bar (on stderr) when there are several."""
-    if len(infos) == 1 or quiet:
-        return [measure(info) for info in infos]
+@contextlib.contextmanager
+def _progress(description: str, total: int | None = None):
+    """A transient progress bar on stderr (shown on a terminal, also when stdout is piped): yields tick(label)."""
+    columns = [SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()]
+    if total:
+        columns += [BarColumn(), MofNCompleteColumn()]
+    # Off when stderr is not a terminal (CI logs, captured output): a live display there is only noise.
+    with Progress(*columns, console=output.err_console, transient=True,
+                  disable=not output.err_console.is_terminal) as bar:
+        task = bar.add_task(description, total=total)
+
+        def tick(label: str, advance: int = 0) -> None:
+            bar.update(task, description=label, advance=advance)
+
+        yield tick
+
+
+def _measure_each(infos, measure: Callable, verb: str) -> list:
+    """``measure(info, tick)`` per model under one progress bar (single models included: a count can take
+    seconds)."""
     results = []
-    with Progress(console=output.err_console, transient=True) as progress:
-        task = progress.add_task("counting", total=len(infos))
+    with _progress(verb, total=len(infos) if len(infos) > 1 else None) as tick:
         for info in infos:
-            progress.update(task, description=info.name)
-            results.append(measure(info))
-            progress.advance(task)
+            tick(f"{verb} {info.name}")
+            results.append(measure(info, tick))
+            tick(f"{verb} {info.name}", advance=1)
     return results
 
 
@@ -114,14 +163,21 @@ def _measure_each(infos, measure, quiet: bool) -> list:
 def list_models(
     pattern: Annotated[str, typer.Argument(help="Glob over model names.")] = "*",
     family: Annotated[Optional[str], typer.Option(help="Only this family (hrvit, mit, cswin, hrnet, hrnet_vit).")] = None,
-    task: Annotated[Optional[str], typer.Option(help="classification, segmentation or backbone.")] = None,
+    task: Annotated[Optional[str], typer.Option(help="cls, seg or backbone (or classification, segmentation).")] = None,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
 ):
     """Every registered model with its metadata."""
-    infos = [zoo.info(n) for n in zoo.names(pattern, family=family, task=task)]
+    _output_format(as_json, as_csv)
+    if task is not None and task.lower() not in TASK_WORDS:
+        raise UsageError(f"unknown task {task!r}; valid: {', '.join(TASK_WORDS)}")
+    families = sorted({zoo.info(n).family for n in zoo.names()})
+    if family is not None and family not in families:
+        raise UsageError(f"unknown family {family!r}; valid: {', '.join(families)}")
+    infos = [zoo.info(n) for n in zoo.names(pattern, family=family, task=TASK_WORDS.get((task or "").lower()))]
     if not infos:
-        raise UsageError(f"no model matches {pattern!r}" + (f" in family {family!r}" if family else ""))
+        raise UsageError(f"no model matches {pattern!r}" + (f" in family {family!r}" if family else "")
+                         + (f" with task {task!r}" if task else ""))
     rows = [i.to_dict() for i in infos]
     if as_json:
         output.print_json(rows)
@@ -133,13 +189,13 @@ def list_models(
 
         short_task = {"classification": "cls", "segmentation": "seg", "backbone": "backbone"}
         table = Table(title=f"{len(infos)} models", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
-        for col in ("name", "task", "dataset", "classes", "input"):
+        for col in ("name", "task", "dataset", "classes", "input", "attention"):
             table.add_column(col, no_wrap=True)
         for i in infos:
             table.add_row(i.name, short_task[i.task], i.dataset or "-", str(i.num_classes or "-"),
-                          zoo.format_size(i.input_size))
+                          zoo.format_size(i.input_size), i.attention)
         output.console.print(table)
-        output.console.print("sources of published numbers, ablations and notes: hrvit-bench list --json", style="dim")
+        output.console.print("sources, ablations, reconstructions and notes: hrvit-bench list --json", style="dim")
 
 
 @command
@@ -152,9 +208,9 @@ def params(
     """Exact parameter counts: total, trainable, by module, and those forward never uses."""
     from .cost import ParamReport
 
+    _output_format(as_json, as_csv)
     infos = zoo.resolve(model)
-    results = _measure_each(infos, lambda i: ParamReport.measure(i.name, depth), as_json or as_csv)
-    _emit(results, as_json, as_csv)
+    _emit(_measure_each(infos, lambda i, tick: ParamReport.measure(i.name, depth), "counting"), as_json, as_csv)
 
 
 @command
@@ -175,17 +231,18 @@ def flops(
     """MACs/FLOPs of one forward, under every convention, with cross-checks by other counters."""
     from .cost import FlopReport
 
+    _output_format(as_json, as_csv)
     conventions = parse_conventions(convention)
     size = zoo.parse_size(input) if input else None
     infos = zoo.resolve(model)
     shown = conventions[0] if convention else DEFAULT
     results = _measure_each(
         infos,
-        lambda i: FlopReport.measure(
+        lambda i, tick: FlopReport.measure(
             i.name, size, batch_size, engine.value, cross_check,
             conventions=conventions, shown=shown, by=by.value, depth=depth,
         ),
-        as_json or as_csv,
+        "counting",
     )
     _emit(results, as_json, as_csv)
 
@@ -203,13 +260,17 @@ def latency(
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile (inductor), compiled in the warm-up.")] = False,
     cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="Replay one captured CUDA graph per call.")] = False,
     warmup: Annotated[int, typer.Option(help="Untimed calls before timing.")] = 5,
-    iters: Annotated[Optional[int], typer.Option(help="Timed calls (default: --min-time 1).")] = None,
+    iters: Annotated[Optional[int], typer.Option(help="Timed calls, or rounds with --interleave (default: --min-time 1).")] = None,
     min_time: Annotated[
         Optional[float], typer.Option("--min-time", help="Time calls until this many seconds (at least 5 calls).")
     ] = None,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads, pinned (default: torch's current count).")] = None,
+    threads: ThreadsOpt = None,
     cross_check: Annotated[
         bool, typer.Option("--cross-check", help="Also time with torch.utils.benchmark's blocked_autorange.")
+    ] = False,
+    interleave: Annotated[
+        bool, typer.Option("--interleave", help="A/B: time the models in alternating rounds (order flipped every "
+                           "round); medians with 95% bootstrap intervals and ratios to the first model.")
     ] = False,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
@@ -217,6 +278,7 @@ def latency(
     """Latency per forward (median, p90, p99, IQR, CV), throughput, memory and achieved TFLOP/s, with the machine."""
     from . import latency as harness
 
+    _output_format(as_json, as_csv)
     settings = harness.LatencySettings(
         device=device, dtype=dtype, channels_last=channels_last, compile=compile, cuda_graphs=cuda_graphs,
         warmup=warmup, iters=iters, min_time=min_time, threads=threads, cross_check=cross_check,
@@ -227,114 +289,162 @@ def latency(
     def warn(message: str) -> None:
         output.err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
 
-    if as_json or as_csv:
-        results = harness.run(names, sizes, batch_sizes, settings, warn=warn)
-    else:
-        with Progress(console=output.err_console, transient=True) as bar:
-            task = bar.add_task("latency", total=None)
-            results = harness.run(
-                names, sizes, batch_sizes, settings, warn=warn,
-                progress=lambda done, total, label: bar.update(task, completed=done, total=total, description=label),
-            )
+    if interleave:
+        from .latency.compare import interleaved
+
+        if len(names) < 2:
+            raise UsageError("--interleave compares two or more models; give another --model")
+        if cross_check:
+            raise UsageError("--cross-check times one model at a time; leave it out with --interleave")
+        harness.preflight(settings)
+        results = []
+        with _progress("interleaved rounds") as tick:
+            for size in sizes:
+                for b in batch_sizes:
+                    results.append(interleaved(names, size, b, settings, warn=warn,
+                                               progress=lambda done, total, label: tick(label)))
+        for comparison in results:
+            for message in comparison.warnings:
+                warn(message)
+        _emit(results, as_json, as_csv)
+        return
+    with _progress("latency") as tick:
+        results = harness.run(names, sizes, batch_sizes, settings, warn=warn,
+                              progress=lambda done, total, label: tick(f"latency {label} ({done}/{total})"))
     _emit(results, as_json, as_csv)
 
 
-class Latency(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
+def _latency_settings(device: Device | None, threads: int | None, rounds: int):
+    """Settings for the claims' latency rows, checked before anything is counted or built."""
+    if device is None:
+        return None
+    from .latency import LatencySettings, preflight
+
+    settings = LatencySettings(device=device.value, warmup=2 if device == Device.cpu else 10, iters=rounds,
+                               threads=threads)
+    preflight(settings)
+    return settings
 
 
-def _progress_callback(progress, task):
-    def tick(label: str) -> None:
-        progress.update(task, description=label)
-
-    return tick
+LatencyOpt = Annotated[
+    Optional[Device], typer.Option(help="Also time every comparison, interleaved (slow on a CPU; never gated).")
+]
+RoundsOpt = Annotated[int, typer.Option("--rounds", min=2, help="Interleaved rounds per timed pair.")]
 
 
 @command
 def claims(
     convention: ConventionOpt = None,
-    strict: Annotated[bool, typer.Option(help="Exit 1 when a measurable claim does not hold.")] = False,
+    claim: Annotated[Optional[list[str]], typer.Option("--claim", "-c", help="Claim id or glob; repeatable.")] = None,
+    wide: Annotated[bool, typer.Option("--wide", help="The full table: every reason, published numbers, Table 6.")] = False,
+    latency: LatencyOpt = None,
+    rounds: RoundsOpt = 10,
+    threads: ThreadsOpt = None,
+    strict: Annotated[bool, typer.Option(help="Exit 1 when a claim does not hold (under some convention).")] = False,
     jobs: JobsOpt = None,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
 ):
-    """Every claim of the HRViT paper with the measured change and a verdict, under every convention."""
-    from .claims import ClaimsReport
+    """One verdict per claim of the HRViT paper, with what it rests on; latency verdicts with --latency."""
+    from .claims_report import ClaimsReport
     from .count_cache import default_jobs
 
+    _output_format(as_json, as_csv)
     conventions = parse_conventions(convention)
-    jobs = jobs or default_jobs()
-    if as_json or as_csv:
-        report = ClaimsReport.measure(conventions, jobs=jobs)
+    settings = _latency_settings(latency, threads, rounds)
+    with _progress("counting") as tick:
+        report = ClaimsReport.measure(conventions, progress=tick, jobs=jobs or default_jobs(), latency=settings,
+                                      ids=claim)
+    report.wide = wide
+    if as_json:
+        output.print_json(report.to_dict())
+    elif as_csv:
+        output.print_csv(report.csv_rows())
     else:
-        with Progress(console=output.err_console, transient=True) as progress:
-            task = progress.add_task("counting", total=None)
-            report = ClaimsReport.measure(conventions, progress=_progress_callback(progress, task), jobs=jobs)
-    _emit([report], as_json, as_csv)
+        output.print_tables(report.tables())
     if strict and report.failed:
-        output.err_console.print(f"{len(report.failed)} measurable claim result(s) do not hold", highlight=False)
+        output.err_console.print(f"{len(report.failed)} claim row(s) do not hold", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+
+
+def _check_writable(folder: str) -> None:
+    """Fail before counting, not after minutes of work, when the report cannot be written."""
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot write to --out {folder}: {exc.strerror or first_line(exc)}") from None
 
 
 @command
 def report(
     out: Annotated[str, typer.Option(help="Folder to write models.csv, claims.csv/.md, report.json, plots.")] = "reports",
     compare: Annotated[
-        Optional[str], typer.Option(help="Baseline folder (or models.csv) to compare the new counts with.")
+        Optional[str], typer.Option(help="Baseline folder (or a models.csv) to compare with: exact counts and "
+                                         "claim verdicts; any change fails.")
     ] = None,
-    fail_on_change: Annotated[str, typer.Option(help="Tolerance for --compare, e.g. 0.5% or 0.005.")] = "0.5%",
-    latency: Annotated[
-        Optional[Latency], typer.Option(help="Also time every model a claim compares (slow on a CPU).")
+    fail_on_change: Annotated[
+        Optional[str], typer.Option(help="Tolerance for measured values (latency ratios) with --compare, e.g. 5%. "
+                                         "Counts are always compared exactly.")
     ] = None,
+    allow_new: Annotated[bool, typer.Option("--allow-new", help="Rows the baseline lacks are notes, not failures.")] = False,
+    latency: LatencyOpt = None,
+    rounds: RoundsOpt = 10,
+    threads: ThreadsOpt = None,
     engine: Annotated[Engine, typer.Option(help="meta (fast, shape-only) or fvcore (real tensors).")] = Engine.meta,
     jobs: JobsOpt = None,
 ):
-    """Count every model at its paper resolutions, check the claims, write reports; gate on changed counts."""
+    """Count every model at its paper resolutions, check the claims, write reports; gate on any changed count."""
+    from . import gate
     from . import report as reporting
     from .count_cache import default_jobs
 
-    tolerance = reporting.parse_tolerance(fail_on_change)
-    baseline = reporting.load_baseline(compare) if compare else None
-    if latency == Latency.cuda:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UsageError("--latency cuda needs a CUDA GPU, and torch sees none on this machine")
-    with Progress(console=output.err_console, transient=True) as progress:
-        task = progress.add_task("counting", total=None)
-        result = reporting.Report.measure(engine.value, _progress_callback(progress, task),
-                                          latency.value if latency else None, jobs or default_jobs())
-        progress.update(task, description="writing")
+    tolerance = gate.parse_tolerance(fail_on_change) if fail_on_change is not None else None
+    if tolerance is not None and compare is None:
+        raise UsageError("--fail-on-change needs --compare")
+    baseline = gate.Baseline.load(compare) if compare else None
+    settings = _latency_settings(latency, threads, rounds)
+    _check_writable(out)
+    with _progress("counting") as tick:
+        result = reporting.Report.measure(engine.value, tick, settings, jobs or default_jobs())
+        tick("writing")
         written = result.write(out)
-    holds = sum(r.verdict == "holds" for r in result.claims.results)
-    fails = len(result.claims.failed)
-    output.console.print(
-        f"wrote {len(written)} files to {out}/ in {result.wall_time_s:.1f} s: {len(result.rows)} model rows; "
-        f"claim results: {holds} hold, {fails} do not hold", highlight=False)
-    if baseline is not None:
-        failures, notes = reporting.compare(baseline, result.rows, tolerance)
-        for note in notes:
-            output.console.print(f"note: {note.describe()}", highlight=False)
-        if failures:
-            for change in failures:
-                output.err_console.print(f"[red]changed:[/red] {change.describe()}", highlight=False)
-            output.err_console.print(
-                f"{len(failures)} count(s) moved beyond {fail_on_change} from {compare}; if intended, "
-                f"regenerate the baseline with `hrvit-bench report --out {compare}` and commit it", highlight=False)
-            raise typer.Exit(1)
-        output.console.print(f"counts match {compare} within {fail_on_change}", highlight=False)
+    output.console.print(f"wrote {len(written)} files to {out}/ in {result.wall_time_s:.1f} s: {len(result.rows)} "
+                         f"model rows; {result.claims.summary()}", highlight=False, soft_wrap=True)
+    if baseline is None:
+        return
+    verdict = gate.compare(baseline, result.exact_counts(), result.verdicts(), result.latency_ratios(), tolerance,
+                           allow_new)
+    for note in verdict.notes:
+        output.console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    if verdict.failures:
+        for change in verdict.failures:
+            output.err_console.print(f"[red]changed:[/red] {change.describe()}", highlight=False, soft_wrap=True)
+        output.err_console.print(
+            f"{len(verdict.failures)} change(s) from {compare}; if intended, make the new report the baseline with "
+            f"`{baseline.regenerate_command(out)}` and commit it", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    what = "counts and verdicts match" if baseline.verdicts is not None else "counts match"
+    output.console.print(f"{what} {compare} exactly" + (f"; latency within {fail_on_change}" if tolerance is not None
+                                                        and result.latency_ratios() else ""), highlight=False, soft_wrap=True)
 
 
 def main() -> None:
-    """Console entry point: click's own usage errors also become one line and exit code 2."""
+    """Console entry point: the parser's own usage errors also become one line and exit code 2."""
+    if len(sys.argv) == 1:  # help, not an error
+        app(["--help"], prog_name="hrvit-bench", standalone_mode=False)
+        sys.exit(0)
     try:
         code = app(standalone_mode=False, prog_name="hrvit-bench")
     except typer.Abort:
         sys.exit(130)
     except Exception as exc:
-        if not hasattr(exc, "format_message"):  # not click's: a command already reported it, or a bug
+        if not hasattr(exc, "format_message"):  # not the parser's: a command already reported it, or a bug
             raise
-        output.err_console.print(f"[red]error:[/red] {exc.format_message()}", highlight=False, soft_wrap=True)
+        message = exc.format_message().strip()
+        if message:
+            _error(message.splitlines()[0])
         sys.exit(getattr(exc, "exit_code", 2))
     sys.exit(code if isinstance(code, int) else 0)

@@ -54,22 +54,23 @@ def _is_ablation(name: str) -> bool:
 
 
 def claim_bars(report) -> dict[str, bytes]:
-    """Stated vs measured relative change for every claim with a stated number (all-ops FLOPs, params)."""
-    results = [r for r in report.claims.results
-               if r.claim.kind == "change" and (r.convention is None or r.convention.name == "macs-all-1e9")]
-    labels = [f"{r.claim.id}\n{r.claim.metric}@{r.claim.input[0]}" for r in results]
-    fig, ax = plt.subplots(figsize=(max(8, 0.7 * len(results)), 5))
-    x = range(len(results))
-    ax.bar([i - 0.2 for i in x], [r.claim.stated_pct for r in results], width=0.4, label="stated", color="0.7")
-    ax.bar([i + 0.2 for i in x], [r.measured_pct for r in results], width=0.4, label="measured",
-           color=["tab:green" if r.verdict == "holds" else "tab:red" for r in results])
+    """Stated vs measured relative change for every claim with a stated number (FLOPs: fvcore's convention)."""
+    rows = [h for h in report.claims.cost_headlines if h.claim.kind == "change"]
+    labels = [f"{h.claim.id}\n{h.claim.metric}@{h.claim.input[0]}" for h in rows]
+    colors = {"holds": "tab:green", "does not hold": "tab:red"}
+    fig, ax = plt.subplots(figsize=(max(8, 0.7 * len(rows)), 5))
+    x = range(len(rows))
+    ax.bar([i - 0.2 for i in x], [h.claim.stated_pct for h in rows], width=0.4, label="stated", color="0.7")
+    ax.bar([i + 0.2 for i in x], [h.measured_pct for h in rows], width=0.4, label="measured",
+           color=[colors.get(h.verdict, "tab:olive") for h in rows])
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(list(x))
     ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("relative change (%)")
-    ax.set_title("HRViT's stated savings vs measured (green: holds, red: does not; FLOPs all ops)")
+    ax.set_title("HRViT's stated savings vs measured (FLOPs: MACs, all ops)")
     ax.legend(handles=[Patch(color="0.7", label="stated"), Patch(color="tab:green", label="measured, holds"),
-                       Patch(color="tab:red", label="measured, does not hold")])
+                       Patch(color="tab:red", label="measured, does not hold"),
+                       Patch(color="tab:olive", label="measured, depends on the convention")])
     ax.grid(axis="y", alpha=0.3)
     return _render(fig, "claims")
 
@@ -80,8 +81,7 @@ def latency_vs_flops(report) -> dict[str, bytes]:
         return {}
     fig, ax = plt.subplots(figsize=(7, 5))
     for r in rows:
-        family = r["model"].split("_")[0]
-        color = FAMILY_COLORS.get("hrnet_vit" if r["model"].startswith("hrnet_mit") else family, "black")
+        color = FAMILY_COLORS.get(zoo.info(r["model"]).family, "black")
         ax.scatter(r["gmacs"], r["median_ms"], color=color, s=30)
         ax.annotate(r["model"].split("_seg")[0], (r["gmacs"], r["median_ms"]), fontsize=7, xytext=(3, 3),
                     textcoords="offset points")

@@ -35,6 +35,7 @@ class ModelInfo:
     official_code: str  # the official implementation this one follows (repo@commit:path)
     input_multiple: int = 32  # smallest side it takes; the output stride of its deepest map
     attention: str = "none"  # one of ATTENTION_PATHS: what the default build runs
+    reconstruction: str | None = None  # why no official code exists for this exact model; None: official
     ablation: str | None = None  # the switch flipped, for ablation variants
     notes: str = ""
     builder: Callable[..., nn.Module] = field(default=None, repr=False, compare=False)
@@ -53,6 +54,7 @@ class ModelInfo:
             "official_code": self.official_code,
             "input_multiple": self.input_multiple,
             "attention": self.attention,
+            "reconstruction": self.reconstruction,
             "ablation": self.ablation,
             "notes": self.notes,
         }
@@ -87,6 +89,7 @@ def register_model(
     paper_inputs: Iterable[tuple[int, int]] | None = None,
     input_multiple: int = 32,
     attention: str = "none",
+    reconstruction: str | None = None,
     ablation: str | None = None,
     notes: str = "",
     name: str | None = None,
@@ -116,6 +119,7 @@ def register_model(
             official_code=official_code,
             input_multiple=input_multiple,
             attention=attention,
+            reconstruction=reconstruction,
             ablation=ablation,
             notes=notes,
             builder=fn,

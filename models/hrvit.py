@@ -547,8 +547,11 @@ def _register(name: str, suffix: str, variant: str, overrides: dict | None = Non
     else:
         builder = partial(_segmenter, variant, meta["num_classes"], **overrides)
     reference = _REFERENCE + (", ablation study" if ablation else "")
+    reconstruction = (f"the paper's {ablation} ablation, built from its text: the official code has no such switch"
+                      if ablation else None)
     register_model(name=name, family="hrvit", variant=variant, reference=reference, ablation=ablation,
-                   attention="sdpa" if overrides.get("use_sdpa", True) else "explicit", **meta)(builder)
+                   attention="sdpa" if overrides.get("use_sdpa", True) else "explicit",
+                   reconstruction=reconstruction, **meta)(builder)
 
 
 def _register_all() -> None:

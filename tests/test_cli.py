@@ -1,13 +1,22 @@
 """The CLI as a user meets it: exit codes, one-line errors, and the key numbers in --json."""
+import io
 import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
+from hrvit_bench import __version__, cli, output
 from hrvit_bench.cli import app
 from toy import TOY_PARAMS, TOY_UNUSED, toy_macs
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*args):
@@ -25,7 +34,7 @@ def test_list_json_shows_the_toy_model(toy_model):
 def test_flops_json_of_the_toy_model(toy_model):
     result = run("flops", "--model", toy_model, "--input", "20x30", "--batch-size", "3", "--json")
     assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
+    [data] = json.loads(result.stdout)  # a list, even for one model
     macs = toy_macs(3, 20, 30)
     assert data["params"] == TOY_PARAMS
     assert data["unused_params"] == TOY_UNUSED
@@ -48,7 +57,7 @@ def test_flops_csv_has_a_row_per_convention(toy_model):
 def test_params_json_by_module(toy_model):
     result = run("params", "--model", toy_model, "--depth", "1", "--json")
     assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
+    [data] = json.loads(result.stdout)
     assert data["params"] == TOY_PARAMS
     assert data["by_module"]["conv"] == 8 * 3 * 9 + 8
     assert data["uncalled_modules"] == ["never_called"]
@@ -58,7 +67,7 @@ def test_params_json_by_module(toy_model):
 def test_hrvit_b1_cls224_official_numbers():
     result = run("flops", "--model", "hrvit_b1", "--json", "--no-cross-check")
     assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
+    [data] = json.loads(result.stdout)
     assert data["params"] == 19_685_152  # official code, counted with fvcore
     assert data["flops"]["macs-all-1e9"]["count"] == 2_811_051_008
     assert data["flops"]["flops-all-1e9"]["count"] == 2 * 2_811_051_008
@@ -84,7 +93,95 @@ def test_usage_errors_are_one_line_and_exit_2(args, message):
     assert len(result.output.strip().splitlines()) == 1
 
 
-def test_debug_shows_the_traceback():
+def test_debug_shows_the_traceback_and_keeps_exit_2():
     result = run("--debug", "flops", "--model", "nope")
-    assert result.exit_code != 0
-    assert result.exception is not None
+    assert result.exit_code == 2
+    assert "Traceback" in result.output and result.output.strip().splitlines()[-1].startswith("error: unknown model")
+
+
+def test_version_and_short_help():
+    result = run("--version")
+    assert result.exit_code == 0 and result.output.strip() == f"hrvit-bench {__version__}"
+    for args in (("-h",), ("flops", "-h")):
+        result = run(*args)
+        assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_no_arguments_prints_help_without_an_error(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["hrvit-bench"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    captured = capsys.readouterr()
+    assert exit_.value.code == 0
+    assert "Usage" in captured.out and "error:" not in captured.out + captured.err
+
+
+def test_parser_errors_through_main_are_one_line_exit_2(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["hrvit-bench", "flops", "--bogus"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    [line] = err.strip().splitlines()
+    assert line.startswith("error:") and "--bogus" in line
+
+
+def test_json_and_csv_together_are_refused():
+    for command in ("list", "params", "flops", "claims"):
+        result = run(command, "--json", "--csv")
+        assert result.exit_code == 2 and "not both" in result.output, command
+
+
+@pytest.mark.parametrize("word, task", [("cls", "classification"), ("seg", "segmentation"),
+                                        ("backbone", "backbone"), ("segmentation", "segmentation")])
+def test_list_task_accepts_the_words_the_table_prints(word, task):
+    result = run("list", "--task", word, "--json")
+    assert result.exit_code == 0, result.output
+    assert {r["task"] for r in json.loads(result.stdout)} == {task}
+
+
+@pytest.mark.parametrize("args, valid", [(("--task", "detection"), "cls, seg"),
+                                         (("--family", "resnet"), "cswin, hrnet")])
+def test_list_bad_values_name_the_valid_ones(args, valid):
+    result = run("list", *args)
+    assert result.exit_code == 2 and valid in result.output
+
+
+@pytest.mark.parametrize("args", [("flops", "-m", "nope"), ("latency", "--threads", "0"), ("list", "--task", "x"),
+                                  ("report", "--fail-on-change", "nan", "--compare", "reports")])
+def test_errors_have_no_blank_first_line(args):
+    result = run(*args)
+    assert result.exit_code == 2
+    assert result.output.splitlines()[0].startswith("error: ")
+
+
+def test_progress_is_shown_for_a_single_model_on_a_terminal(monkeypatch, toy_model):
+    terminal = Console(file=io.StringIO(), force_terminal=True, width=100)
+    monkeypatch.setattr(output, "err_console", terminal)
+    result = run("flops", "--model", toy_model, "--json")
+    assert result.exit_code == 0
+    json.loads(result.stdout)  # stdout stays clean JSON
+    assert f"counting {toy_model}" in terminal.file.getvalue()
+
+
+def test_models_import_under_their_own_name_beside_another_models_package(tmp_path):
+    """A wheel installs hrvit_bench and hrvit_bench_models, never a top-level `models`; another package's
+    `models` first on the path leaves the CLI working."""
+    wheel_dir = tmp_path / "wheel"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(wheel_dir)], check=True)
+    [wheel] = wheel_dir.glob("*.whl")
+    top = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    assert {"hrvit_bench", "hrvit_bench_models"} <= top and "models" not in top
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+                   check=True)
+    (site / "models").mkdir()
+    (site / "models" / "__init__.py").write_text("raise ImportError('another project\'s models package')\n")
+    code = ("import sys, hrvit_bench; sys.argv = ['hrvit-bench', 'list', '--family', 'hrvit', '--json']; "
+            "print(hrvit_bench.__file__, file=sys.stderr); from hrvit_bench.cli import main; main()")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)},
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith(str(site))  # the installed wheel ran, not the checkout
+    assert len(json.loads(done.stdout)) == 27

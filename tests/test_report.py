@@ -1,73 +1,135 @@
-"""`hrvit-bench report`: the files it writes, atomic writes, and the CI gate failing on a doctored baseline."""
+"""`hrvit-bench report`: the files it writes, atomic writes, and the CI gate against the committed reports/.
+
+The gate's baseline is the repository's own reports/ folder, made by an earlier run and committed: never a report
+this process just produced.
+"""
 import csv
 import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from hrvit_bench import output
-from hrvit_bench import report as reporting
+from hrvit_bench import gate, output
 from hrvit_bench.cli import app
 
 runner = CliRunner()
+COMMITTED = Path(__file__).resolve().parents[1] / "reports"
 FILES = {"models.csv", "claims.csv", "claims.md", "report.json", "params_vs_flops.png", "params_vs_flops.svg",
          "claims.png", "claims.svg"}
 
 
 @pytest.fixture(scope="module")
-def baseline(tmp_path_factory):
-    """One full report of the zoo (its counts are cached for the rest of this process)."""
+def fresh(tmp_path_factory):
+    """One full report of the zoo, gated against the committed reports (its counts stay cached in this process)."""
     out = tmp_path_factory.mktemp("reports")
-    result = runner.invoke(app, ["report", "--out", str(out)])
+    result = runner.invoke(app, ["report", "--out", str(out), "--compare", str(COMMITTED)])
     assert result.exit_code == 0, result.output
+    assert f"counts and verdicts match {COMMITTED} exactly" in result.output
     return out
 
 
-def read_models(path):
-    with open(path / "models.csv", newline="") as handle:
+def read_rows(path):
+    with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
 
 
-def test_report_writes_every_file(baseline):
-    assert FILES <= {p.name for p in baseline.iterdir()}
-    assert not [p for p in baseline.iterdir() if p.name.startswith(".")]  # no staging left behind
-    rows = {(r["model"], r["input"]): r for r in read_models(baseline)}
+def write_rows(path, rows):
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@pytest.fixture
+def doctored(tmp_path):
+    """A copy of the committed reports to doctor."""
+    copy = tmp_path / "baseline"
+    shutil.copytree(COMMITTED, copy)
+    return copy
+
+
+def gate_run(tmp_path, baseline, *extra):
+    return runner.invoke(app, ["report", "--out", str(tmp_path / "new"), "--compare", str(baseline), *extra])
+
+
+def test_report_writes_every_file(fresh):
+    assert FILES <= {p.name for p in fresh.iterdir()}
+    assert not [p for p in fresh.iterdir() if p.name.startswith(".")]  # no staging left behind
+    rows = {(r["model"], r["input"]): r for r in read_rows(fresh / "models.csv")}
     # Official counts (fvcore on the official code) at paper resolutions.
     assert int(rows[("hrvit_b1", "224x224")]["macs_all"]) == 2_811_051_008
     assert int(rows[("mit_b1_seg_ade20k", "512x512")]["macs_all"]) == 16_156_327_936
     assert int(rows[("hrnetv2_w18", "224x224")]["params"]) == 21_299_004
     assert int(rows[("mit_b1_seg_ade20k", "512x512")]["unused_params"]) == 128 * 150 + 150  # conv_seg
-    data = json.loads((baseline / "report.json").read_text())
+    data = json.loads((fresh / "report.json").read_text())
     assert data["environment"]["wall_time_s"] > 0 and data["environment"]["torch_version"]
-    assert "| claim" in (baseline / "claims.md").read_text()
+    assert "| claim" in (fresh / "claims.md").read_text()
 
 
-def test_gate_passes_on_its_own_baseline(baseline, tmp_path):
-    result = runner.invoke(app, ["report", "--out", str(tmp_path), "--compare", str(baseline)])
-    assert result.exit_code == 0, result.output
-    assert "counts match" in result.output
-
-
-def test_gate_fails_on_a_doctored_baseline_naming_the_row(baseline, tmp_path):
-    doctored = tmp_path / "doctored"
-    doctored.mkdir()
-    rows = read_models(baseline)
+def test_one_mac_more_fails_the_gate_naming_the_row(fresh, tmp_path, doctored):
+    rows = read_rows(doctored / "models.csv")
     target = next(r for r in rows if r["model"] == "hrvit_b1" and r["input"] == "224x224")
-    target["macs_all"] = str(int(int(target["macs_all"]) * 1.01))  # 1% off: beyond 0.5%
-    with open(doctored / "models.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    args = ["report", "--out", str(tmp_path / "new"), "--compare", str(doctored), "--fail-on-change", "0.5%"]
-    result = runner.invoke(app, args)
+    target["macs_all"] = str(int(target["macs_all"]) + 1)
+    write_rows(doctored / "models.csv", rows)
+    result = gate_run(tmp_path, doctored)
     assert result.exit_code == 1
-    assert "hrvit_b1 @ 224x224: macs_all" in result.output
-    assert "1 count(s) moved" in result.output
-    # Within a looser tolerance the same baseline passes.
-    assert runner.invoke(app, [*args[:-1], "2%"]).exit_code == 0
+    assert "hrvit_b1 @ 224x224: macs_all 2,811,051,009 -> 2,811,051,008 (-1" in result.output
+    assert f"hrvit-bench report --out {doctored}" in result.output
+    # --fail-on-change is for measured values only: it cannot loosen an exact count.
+    assert gate_run(tmp_path, doctored, "--fail-on-change", "50%").exit_code == 1
 
 
-@pytest.mark.parametrize("content", [None, "not,a,report\n1,2,3\n", "model,input,params,macs_all,macs_gemm\nx,1x1,a,b,c\n"])
+def test_a_flipped_verdict_fails_the_gate_naming_the_claim(fresh, tmp_path, doctored):
+    rows = read_rows(doctored / "claims.csv")
+    target = next(r for r in rows if r["key"] == "ade-b1-vs-mitb1/flops@512x512")
+    assert target["verdict"] == "does not hold"
+    target["verdict"] = "holds"
+    write_rows(doctored / "claims.csv", rows)
+    result = gate_run(tmp_path, doctored)
+    assert result.exit_code == 1
+    assert "claim ade-b1-vs-mitb1/flops@512x512: verdict 'holds' -> 'does not hold'" in result.output
+
+
+def test_rows_the_baseline_lacks_fail_unless_allowed(fresh, tmp_path, doctored):
+    rows = [r for r in read_rows(doctored / "models.csv") if r["model"] != "hrvit_b2"]
+    write_rows(doctored / "models.csv", rows)
+    result = gate_run(tmp_path, doctored)
+    assert result.exit_code == 1 and "hrvit_b2 @ 224x224: new, not in the baseline" in result.output
+    allowed = gate_run(tmp_path, doctored, "--allow-new")
+    assert allowed.exit_code == 0 and "(allowed: --allow-new)" in allowed.output
+
+
+def test_a_csv_baseline_gets_advice_that_works(fresh, tmp_path):
+    baseline = tmp_path / "my counts.csv"
+    rows = read_rows(COMMITTED / "models.csv")
+    rows[0]["params"] = str(int(rows[0]["params"]) + 1)
+    write_rows(baseline, rows)
+    result = gate_run(tmp_path, baseline)
+    assert result.exit_code == 1 and "claim verdicts not compared" in result.output
+    advice = result.output.split("baseline with `")[1].split("`")[0]
+    subprocess.run(advice, shell=True, check=True)  # the command it prints works ...
+    assert gate_run(tmp_path, baseline).exit_code == 0  # ... and makes the gate pass
+
+
+@pytest.mark.parametrize("tolerance", ["nan", "inf", "-1%", "150%", "1.5", "half"])
+def test_bad_tolerances_exit_2_before_counting(tmp_path, tolerance):
+    result = runner.invoke(app, ["report", "--out", str(tmp_path / "new"), "--compare", str(COMMITTED),
+                                 "--fail-on-change", tolerance])
+    assert result.exit_code == 2 and "tolerance" in result.output
+    assert not (tmp_path / "new").exists()
+
+
+def test_tolerance_parsing_by_hand():
+    assert gate.parse_tolerance("0.5%") == pytest.approx(0.005)
+    assert gate.parse_tolerance("0.005") == pytest.approx(0.005)
+    assert gate.parse_tolerance("100%") == 1.0 and gate.parse_tolerance("0") == 0.0
+
+
+@pytest.mark.parametrize("content", [None, "not,a,report\n1,2,3\n",
+                                     "model,input,params,unused_params,macs_all,macs_gemm\nx,1x1,a,0,1,2\n"])
 def test_missing_or_malformed_baseline_is_a_usage_error(tmp_path, content):
     if content is not None:
         (tmp_path / "models.csv").write_text(content)
@@ -77,9 +139,29 @@ def test_missing_or_malformed_baseline_is_a_usage_error(tmp_path, content):
     assert not (tmp_path / "new").exists()  # it stopped before counting anything
 
 
-def test_bad_tolerance_is_a_usage_error(tmp_path):
-    result = runner.invoke(app, ["report", "--out", str(tmp_path), "--fail-on-change", "half"])
-    assert result.exit_code == 2 and "tolerance" in result.output
+def test_unwritable_out_is_refused_before_counting(tmp_path):
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    result = runner.invoke(app, ["report", "--out", str(blocker / "reports")])
+    assert result.exit_code == 2 and "cannot write to --out" in result.output
+
+
+def test_gate_compare_by_hand():
+    base = gate.Baseline(Path("b"), {"m @ 1x1": {c: 10 for c in gate.EXACT}}, {"c/params@1x1": "holds"},
+                         {"c/latency@1x1": 0.80})
+    same = gate.compare(base, {"m @ 1x1": {c: 10 for c in gate.EXACT}}, {"c/params@1x1": "holds"}, {})
+    assert same.failures == []
+    moved = gate.compare(base, {"m @ 1x1": {**{c: 10 for c in gate.EXACT}, "params": 11}}, {"c/params@1x1": "holds"},
+                         {})
+    assert [(f.kind, f.column, f.before, f.after) for f in moved.failures] == [("moved", "params", 10, 11)]
+    latency = {"c/latency@1x1": 0.85}  # 6.25% slower ratio
+    kept = {"m @ 1x1": {c: 10 for c in gate.EXACT}}
+    assert gate.compare(base, kept, {"c/params@1x1": "holds"}, latency).failures == []  # no tolerance: not gated
+    assert gate.compare(base, kept, {"c/params@1x1": "holds"}, latency, 0.10).failures == []
+    [late] = gate.compare(base, kept, {"c/params@1x1": "holds"}, latency, 0.05).failures
+    assert late.kind == "latency" and "+6.2%" in late.describe()
+    gone = gate.compare(base, {}, {}, {})
+    assert {f.kind for f in gone.failures} == {"missing"}
 
 
 def test_an_interrupted_write_leaves_the_previous_files_whole(tmp_path):
@@ -105,35 +187,10 @@ def test_an_interrupted_write_leaves_the_previous_files_whole(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "b.csv"]
 
 
-def test_tolerance_parsing():
-    assert reporting.parse_tolerance("0.5%") == pytest.approx(0.005)
-    assert reporting.parse_tolerance("0.005") == pytest.approx(0.005)
-
-
-def test_claims_strict_exits_1_when_a_measurable_claim_fails(baseline):
+def test_claims_strict_exits_1_when_a_claim_does_not_hold(fresh):
     # Counts are cached by the report above; the committed claims include ones that do not hold.
     result = runner.invoke(app, ["claims", "--strict", "--json"])
     assert result.exit_code == 1
     data = json.loads(result.stdout)
-    assert any(c["verdict"] == "does not hold" for c in data["claims"])
+    assert any(h["verdict"] == "does not hold" for h in data["headlines"])
     assert runner.invoke(app, ["claims", "--json"]).exit_code == 0
-
-
-def test_report_latency_rows_and_plot(toy_model, monkeypatch):
-    from hrvit_bench import claims as claims_module
-    from hrvit_bench import plots
-
-    toy_claim = claims_module.Claim(
-        id="toy", metric="params", kind="change", pairs=((toy_model, toy_model),), input=(32, 48), stated="0%",
-        stated_pct=0.0, tolerance_pp=1.0, low_pct=None, high_pct=None, source="test", note="")
-    monkeypatch.setattr(reporting, "load_claims", lambda: [toy_claim])
-    rows = reporting.measure_claim_latency("cpu", iters=3)
-    assert [(r["model"], r["input"], r["status"]) for r in rows] == [(toy_model, "32x48", "ok")]
-    assert rows[0]["median_ms"] > 0 and rows[0]["gmacs"] > 0
-
-    class WithLatency:
-        latency = rows
-
-    figures = plots.latency_vs_flops(WithLatency())
-    assert set(figures) == {"latency_vs_flops.png", "latency_vs_flops.svg"}
-    assert figures["latency_vs_flops.png"].startswith(b"\x89PNG")
