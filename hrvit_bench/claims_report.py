@@ -164,8 +164,10 @@ class ClaimsReport:
         if timed:
             env = timed[0].latency.comparisons[0]
             lat = Counter(h.latency.direction for h in timed)
-            text += (f"; latency on {env.environment.device_name} ({env.settings.dtype}, {env.settings.threads} "
-                     f"threads): " + ", ".join(f"{lat[d]} {d}" for d in (FASTER, SLOWER, INDISTINGUISHABLE) if lat[d]))
+            threads = env.settings.threads
+            text += (f"; latency on {env.environment.device_name} ({env.settings.dtype}, {threads} thread"
+                     f"{'s' if threads != 1 else ''}): "
+                     + ", ".join(f"{lat[d]} {d}" for d in (FASTER, SLOWER, INDISTINGUISHABLE) if lat[d]))
         return text
 
     # ------------------------------------------------------------------------------------------------------------
@@ -208,7 +210,7 @@ class ClaimsReport:
         table.add_column("measured", no_wrap=True, justify="right")
         table.add_column("verdict", no_wrap=True)
         previous = None
-        for h in self.headlines:
+        for h in self.cost_headlines:
             first = h.claim.id != previous
             if first and previous is not None:
                 table.add_section()
@@ -216,6 +218,39 @@ class ClaimsReport:
             claim_cell = f"{h.claim.id}\n[dim]{h.provenance.short}[/]" if first else ""
             table.add_row(claim_cell, h.claim.metric, _short_size(h.claim.input), h.claim.stated, self._measured(h),
                           f"[{VERDICT_STYLE[h.verdict]}]{_short_verdict(h.verdict)}[/]")
+        return [table, *self._latency_tables()]
+
+    def _timed(self) -> list[Headline]:
+        return [h for h in self.latency_headlines if h.latency]
+
+    def _latency_rows(self) -> list[list[str]]:
+        rows = []
+        for h in self._timed():
+            lat = h.latency
+            low, high = (100 * (v - 1) for v in (lat.change.low, lat.change.high))
+            rows.append([h.claim.id, _short_size(h.claim.input), f"{lat.measured_pct:+.1f}%",
+                         f"{low:+.1f}..{high:+.1f}%", lat.direction, f"{lat.flop_change_pct:+.1f}%",
+                         h.verdict if h.claim.kind != "observed" else "-"])
+        return rows
+
+    def _latency_tables(self) -> list[Table]:
+        """Time beside FLOPs: where a FLOP saving does or does not become time."""
+        rows = self._latency_rows()
+        if not rows:
+            return []
+        first = self._timed()[0].latency.comparisons[0]
+        threads = first.settings.threads
+        table = Table(title=f"time vs FLOPs: subject / baseline - 1, interleaved on {first.settings.device}",
+                      box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0),
+                      caption=f"{first.environment.device_name}, {first.settings.dtype}, {threads} thread"
+                              f"{'s' if threads != 1 else ''}; 95% bootstrap intervals over rounds. Verdict: of "
+                              "a stated latency claim.")
+        for col in ("claim", "input", "time", "95% CI", "direction", "FLOPs", "verdict"):
+            table.add_column(col, no_wrap=True, justify="right" if col in ("input", "time", "95% CI", "FLOPs")
+                             else "left")
+        for row in rows:
+            row[4] = f"[{VERDICT_STYLE[row[4]]}]{row[4]}[/]"
+            table.add_row(*row)
         return [table]
 
     def _wide_tables(self) -> list[Table]:
@@ -232,7 +267,7 @@ class ClaimsReport:
             for scope, r in h.scope_detail():
                 table.add_row("", f"  {scope}", "", "", f"{r.measured_pct:+.1f}%",
                               f"[{VERDICT_STYLE[r.verdict]}]{r.verdict}[/]", "", r.why)
-        tables = [table]
+        tables = [table, *self._latency_tables()]
         if self.published:
             pub = Table(title="published numbers beside measured ones")
             for col in ("model", "input", "params (pub.)", "params (ours)", "G (pub.)", "best convention",
@@ -282,6 +317,13 @@ class ClaimsReport:
                      r.verdict, r.why] for h in split for scope, r in h.scope_detail()]
             lines.append(tabulate(rows, headers=["claim", "metric", "input", "counting", "measured", "verdict",
                                                  "why"], tablefmt="github"))
+        latency = self._latency_rows()
+        if latency:
+            first = self._timed()[0].latency.comparisons[0]
+            lines += ["", f"## Time beside FLOPs ({first.environment.device_name}, {first.settings.dtype}, "
+                          f"{first.settings.threads} threads, interleaved rounds, 95% bootstrap intervals)", ""]
+            lines.append(tabulate(latency, headers=["claim", "input", "time", "95% CI", "direction", "FLOPs",
+                                                    "verdict"], tablefmt="github"))
         lines += ["", "## What each verdict rests on", ""]
         seen = set()
         for h in self.headlines:

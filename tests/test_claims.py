@@ -287,3 +287,29 @@ def test_headline_rows_in_csv_and_markdown():
     markdown = report.to_markdown()
     assert markdown.index("| claim") < markdown.index("## What each verdict rests on")
     assert isinstance(report.headlines[0], Headline)
+
+
+def test_claims_latency_times_each_pair_interleaved_and_feeds_the_plot(toy_model, monkeypatch):
+    from hrvit_bench import claims_report, plots
+
+    pair = ((toy_model, toy_model),)
+    toy = [claim(id="toy", pairs=pair, input=(32, 48), stated="0%", stated_pct=0.0),
+           claim(id="toy", metric=LATENCY, kind="direction", pairs=pair, input=(32, 48), stated="faster")]
+    monkeypatch.setattr(claims_report, "load_claims", lambda: toy)
+    report = ClaimsReport.measure(counts=CountCache(store={}), latency=LatencySettings(warmup=1, iters=4, threads=1))
+    [cost, timed] = report.headlines
+    assert cost.claim.metric == "params" and timed.claim.metric == LATENCY
+    [comparison] = timed.latency.comparisons
+    assert comparison.rounds == 4 and [s.model for s in comparison.sides] == [toy_model, toy_model]
+    assert timed.verdict in (HOLDS, FAILS, INDISTINGUISHABLE) and timed.latency.flop_change_pct == 0.0
+    assert "latency on" in report.summary()
+    row = next(r for r in report.csv_rows() if r["metric"] == LATENCY)
+    assert row["ratio_low"] <= row["ratio"] <= row["ratio_high"]
+
+    class WithLatency:
+        latency = [{"model": toy_model, "input": "32x48", "device": "cpu", "threads": 1,
+                    "median_ms": comparison.sides[0].median.value, "gmacs": comparison.sides[0].flops / 2e9}]
+
+    figures = plots.latency_vs_flops(WithLatency())
+    assert set(figures) == {"latency_vs_flops.png", "latency_vs_flops.svg"}
+    assert figures["latency_vs_flops.png"].startswith(b"\x89PNG")
