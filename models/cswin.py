@@ -4,6 +4,17 @@ Two official models, two sets of parameter names, both kept so official state di
 the ImageNet classifier (microsoft/CSWin-Transformer models/cswin.py: ``norm``, ``head``) and the dense
 backbone of its segmentation code (segmentation/backbone/cswin_transformer.py: ``norm1``..``norm4``, maps
 zero-padded up to the stripe width so any input size works).
+
+Departures from the official forward, none of which changes a parameter, a count or an output beyond float
+rounding:
+
+- Tokens stay a (B, H, W, C) map between blocks, so a stage's merge conv, the LePE convs and the dense outputs
+  read it as a channels-last map without a copy.
+- A stripe split is one reshape: horizontal stripes of q, k, v are views of the qkv projection; vertical
+  stripes are horizontal stripes of the transposed map (one copy, which also zero-pads), with the LePE kernel
+  transposed to match. Both halves write into one buffer for the projection; residual sums are in place.
+- Attention runs through ``F.scaled_dot_product_attention`` (``use_sdpa=True``, the same scale); ``use_sdpa=False``
+  keeps the official ``(q * scale) @ k^T``, softmax, ``@ v`` matmuls, which plain fvcore counts.
 """
 from __future__ import annotations
 
@@ -18,29 +29,16 @@ from .layers import DropPath, drop_path_rates
 __all__ = ["CSWinBlock", "CSWinTransformer", "CSWin", "LePEAttention"]
 
 
-def _to_windows(x: torch.Tensor, win_h: int, win_w: int) -> torch.Tensor:
-    """(B, C, H, W) -> (B * windows, C, win_h, win_w), windows in row-major order."""
-    B, C, H, W = x.shape
-    x = x.reshape(B, C, H // win_h, win_h, W // win_w, win_w).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(-1, C, win_h, win_w)
-
-
-def _from_windows(x: torch.Tensor, batch: int, H: int, W: int) -> torch.Tensor:
-    _, C, win_h, win_w = x.shape
-    x = x.reshape(batch, H // win_h, W // win_w, C, win_h, win_w).permute(0, 3, 1, 4, 2, 5)
-    return x.reshape(batch, C, H, W)
-
-
 class LePEAttention(nn.Module):
     """Multi-head attention inside stripes, plus a depthwise conv on V (LePE) added to the output.
 
     ``stripe`` is "vertical" (full height, ``split_size`` wide), "horizontal" (``split_size`` high, full
     width) or None (one window over the whole map, the last stage). A map that the stripes do not tile is
     zero-padded evenly on both sides (after the qkv projection, unmasked, as the official dense code does)
-    and cropped back.
+    and cropped back. The LePE conv sees each stripe alone, zero-padded at its borders, as officially.
     """
 
-    def __init__(self, dim: int, num_heads: int, split_size: int, stripe: str | None):
+    def __init__(self, dim: int, num_heads: int, split_size: int, stripe: str | None, use_sdpa: bool = True):
         super().__init__()
         if stripe not in ("vertical", "horizontal", None):
             raise ValueError(f"stripe must be 'vertical', 'horizontal' or None, not {stripe!r}")
@@ -48,35 +46,37 @@ class LePEAttention(nn.Module):
         self.scale = (dim // num_heads) ** -0.5
         self.split_size = split_size
         self.stripe = stripe
+        self.use_sdpa = use_sdpa
         self.get_v = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
 
-    def window(self, H: int, W: int) -> tuple[int, int]:
-        if self.stripe == "vertical":
-            return H, self.split_size
-        if self.stripe == "horizontal":
-            return self.split_size, W
-        return H, W
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor) -> None:
+        """q, k, v: (B, H, W, c) views; writes the attended (B, H, W, c) map into ``out``.
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        """(B', C, h, w) windows -> (B', heads, h * w, C // heads)."""
-        n, C = x.shape[:2]
-        return x.reshape(n, self.num_heads, C // self.num_heads, -1).transpose(-2, -1)
-
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """q, k, v: (B, C, H, W) maps; returns the attended (B, C, H, W) map."""
-        B, C, H, W = q.shape
-        win_h, win_w = self.window(H, W)
-        pad_h, pad_w = -H % win_h, -W % win_w
-        top, left = pad_h // 2, pad_w // 2
-        if pad_h or pad_w:
-            q, k, v = (F.pad(t, (left, pad_w - left, top, pad_h - top)) for t in (q, k, v))
-        q, k, v = (_to_windows(t, win_h, win_w) for t in (q, k, v))
-        lepe = self.get_v(v)
-        q, k, v, lepe = (self._heads(t) for t in (q, k, v, lepe))
-        attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
-        out = (attn @ v + lepe).transpose(-2, -1).reshape(-1, C, win_h, win_w)
-        out = _from_windows(out, B, H + pad_h, W + pad_w)
-        return out[:, :, top:top + H, left:left + W]
+        A vertical stripe of the map is a horizontal stripe of its transpose, so both run as stripes of
+        ``rows`` rows spanning the full width S: a stripe is then ``rows * S`` consecutive tokens.
+        """
+        vertical = self.stripe == "vertical"
+        if vertical:
+            q, k, v, out = (t.transpose(1, 2) for t in (q, k, v, out))
+        B, R, S, c = q.shape
+        rows = R if self.stripe is None else self.split_size
+        pad = -R % rows
+        top = pad // 2
+        if pad:  # F.pad returns a contiguous copy; a transposed map without padding needs one too
+            q, k, v = (F.pad(t, (0, 0, 0, 0, top, pad - top)) for t in (q, k, v))
+        heads, dim_head = self.num_heads, c // self.num_heads
+        # (B * stripes, heads, rows * S, dim_head): a view where the map is row-major, else one copy
+        q, k, v = (t.reshape(-1, rows * S, heads, dim_head).transpose(1, 2) for t in (q, k, v))
+        if self.use_sdpa:
+            attended = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        else:
+            attended = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
+        # LePE on each stripe as a (rows, S) map; on a transposed map the kernel is transposed
+        stripes = v.transpose(1, 2).reshape(-1, rows, S, c).permute(0, 3, 1, 2)
+        weight = self.get_v.weight.mT if vertical else self.get_v.weight
+        lepe = F.conv2d(stripes, weight, self.get_v.bias, padding=1, groups=c).permute(0, 2, 3, 1)
+        lepe = lepe.reshape(-1, rows * S, heads, dim_head).add_(attended.transpose(1, 2))
+        out.copy_(lepe.reshape(B, R + pad, S, c)[:, top:top + R])
 
 
 class Mlp(nn.Module):
@@ -95,35 +95,44 @@ class CSWinBlock(nn.Module):
     ``whole_map``, all channels attend over the whole map."""
 
     def __init__(self, dim: int, num_heads: int, split_size: int, mlp_ratio: float = 4.0,
-                 qkv_bias: bool = True, drop_path: float = 0.0, whole_map: bool = False):
+                 qkv_bias: bool = True, drop_path: float = 0.0, whole_map: bool = False, use_sdpa: bool = True):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         if whole_map:
-            self.attns = nn.ModuleList([LePEAttention(dim, num_heads, split_size, None)])
+            self.attns = nn.ModuleList([LePEAttention(dim, num_heads, split_size, None, use_sdpa)])
         else:
             self.attns = nn.ModuleList(
-                LePEAttention(dim // 2, num_heads // 2, split_size, stripe) for stripe in ("vertical", "horizontal")
+                LePEAttention(dim // 2, num_heads // 2, split_size, stripe, use_sdpa)
+                for stripe in ("vertical", "horizontal")
             )
         self.proj = nn.Linear(dim, dim)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
-        B, N, C = x.shape
-        q, k, v = self.qkv(self.norm1(x)).transpose(1, 2).reshape(B, 3, C, H, W).unbind(1)
-        parts = zip(q.chunk(len(self.attns), 1), k.chunk(len(self.attns), 1), v.chunk(len(self.attns), 1))
-        attended = torch.cat([attn(*qkv) for attn, qkv in zip(self.attns, parts)], dim=1)
-        x = x + self.drop_path(self.proj(attended.flatten(2).transpose(1, 2)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, H, W, C)
+        C = x.shape[-1]
+        q, k, v = self.qkv(self.norm1(x)).unflatten(-1, (3, C)).unbind(-2)
+        attended = x.new_empty(x.shape)  # every branch writes its channels here
+        width = C // len(self.attns)
+        for i, attn in enumerate(self.attns):
+            part = slice(i * width, (i + 1) * width)
+            attn(q[..., part], k[..., part], v[..., part], attended[..., part])
+        x = self.drop_path(self.proj(attended)).add_(x)
+        return self.drop_path(self.mlp(self.norm2(x))).add_(x)
 
 
-class FlattenTokens(nn.Module):
-    """(B, C, H, W) -> (B, H*W, C); holds index 1 of ``stage1_conv_embed`` (einops' Rearrange officially)."""
+def _to_map(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, C) tokens -> (B, C, H, W) in channels-last memory, without a copy."""
+    return x.permute(0, 3, 1, 2)
+
+
+class ToTokenMap(nn.Module):
+    """(B, C, H, W) -> (B, H, W, C); holds index 1 of ``stage1_conv_embed`` (einops' Rearrange officially)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(2).transpose(1, 2)
+        return x.permute(0, 2, 3, 1)
 
 
 class MergeBlock(nn.Module):
@@ -134,10 +143,8 @@ class MergeBlock(nn.Module):
         self.conv = nn.Conv2d(dim, dim_out, 3, stride=2, padding=1)
         self.norm = nn.LayerNorm(dim_out)
 
-    def forward(self, x: torch.Tensor, H: int, W: int) -> tuple[torch.Tensor, int, int]:
-        x = self.conv(x.transpose(1, 2).reshape(x.shape[0], -1, H, W))
-        H, W = x.shape[2:]
-        return self.norm(x.flatten(2).transpose(1, 2)), H, W
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C) -> (B, H / 2, W / 2, C_out)
+        return self.norm(self.conv(_to_map(x)).permute(0, 2, 3, 1))
 
 
 class _CSWinStages(nn.Module):
@@ -148,11 +155,11 @@ class _CSWinStages(nn.Module):
 
     def __init__(self, embed_dim: int, depths: list[int], num_heads: list[int], split_sizes: list[int],
                  whole_map: list[bool], mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 drop_path_rate: float = 0.0, in_chans: int = 3):
+                 drop_path_rate: float = 0.0, in_chans: int = 3, use_sdpa: bool = True):
         super().__init__()
         self.dims = [embed_dim * 2 ** i for i in range(len(depths))]
         self.stage1_conv_embed = nn.Sequential(
-            nn.Conv2d(in_chans, embed_dim, 7, stride=4, padding=2), FlattenTokens(), nn.LayerNorm(embed_dim)
+            nn.Conv2d(in_chans, embed_dim, 7, stride=4, padding=2), ToTokenMap(), nn.LayerNorm(embed_dim)
         )
         dpr = iter(drop_path_rates(drop_path_rate, depths))
         for i, (dim, depth, heads, split, whole) in enumerate(
@@ -160,20 +167,20 @@ class _CSWinStages(nn.Module):
             if i > 1:
                 self.add_module(f"merge{i - 1}", MergeBlock(self.dims[i - 2], dim))
             self.add_module(f"stage{i}", nn.ModuleList(
-                CSWinBlock(dim, heads, split, mlp_ratio, qkv_bias, next(dpr), whole_map=whole) for _ in range(depth)
+                CSWinBlock(dim, heads, split, mlp_ratio, qkv_bias, next(dpr), whole_map=whole, use_sdpa=use_sdpa)
+                for _ in range(depth)
             ))
 
     def forward_stages(self, x: torch.Tensor):
-        """Yield each stage's output tokens with their map size."""
-        x = self.stage1_conv_embed[0](x)
-        H, W = x.shape[2:]
-        x = self.stage1_conv_embed[2](self.stage1_conv_embed[1](x))
+        """Yield each stage's output tokens as a (B, H, W, C) map."""
+        # a channels-last image makes the stem conv write channels-last, i.e. the token map itself
+        x = self.stage1_conv_embed(x.contiguous(memory_format=torch.channels_last))
         for i in range(1, len(self.dims) + 1):
             if i > 1:
-                x, H, W = getattr(self, f"merge{i - 1}")(x, H, W)
+                x = getattr(self, f"merge{i - 1}")(x)
             for block in getattr(self, f"stage{i}"):
-                x = block(x, H, W)
-            yield x, H, W
+                x = block(x)
+            yield x
 
 
 class CSWinTransformer(_CSWinStages):
@@ -192,12 +199,12 @@ class CSWinTransformer(_CSWinStages):
         self.head = nn.Linear(self.dims[-1], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        *_, (tokens, _, _) = self.forward_stages(x)
-        return self.head(self.norm(tokens).mean(dim=1))
+        *_, tokens = self.forward_stages(x)
+        return self.head(self.norm(tokens).mean(dim=(1, 2)))
 
 
 class CSWin(_CSWinStages):
-    """The dense backbone: a LayerNorm per stage output; returns four maps at strides 4, 8, 16, 32."""
+    """The dense backbone: a LayerNorm per stage output; returns four maps at strides 4, 8, 16, 32 (channels-last)."""
 
     def __init__(self, embed_dim: int, depths: list[int], num_heads: list[int],
                  split_sizes: list[int] = (1, 2, 7, 7), **kwargs):
@@ -207,10 +214,7 @@ class CSWin(_CSWinStages):
             self.add_module(f"norm{i}", nn.LayerNorm(dim))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [
-            getattr(self, f"norm{i}")(tokens).transpose(1, 2).reshape(tokens.shape[0], -1, H, W)
-            for i, (tokens, H, W) in enumerate(self.forward_stages(x), start=1)
-        ]
+        return [_to_map(getattr(self, f"norm{i}")(tokens)) for i, tokens in enumerate(self.forward_stages(x), start=1)]
 
 
 CSWIN_CONFIGS = {
@@ -238,7 +242,7 @@ def _cswin_args(variant: str, overrides: dict) -> dict:
 
 
 def _register_variant(variant: str) -> None:
-    shared = dict(family="cswin", variant=variant)
+    shared = dict(family="cswin", variant=variant, attention="sdpa")
     head_channels = CSWIN_CONFIGS[variant]["head_channels"]
 
     def classifier(**overrides) -> nn.Module:
