@@ -36,6 +36,7 @@ from hrvit_bench import latency, zoo
 from hrvit_bench.environment import Environment
 from hrvit_bench.errors import UsageError
 from hrvit_bench.latency import LatencyStats
+from hrvit_bench.latency.sweep import random_input
 
 GPU_MODELS = "hrvit_b1_seg_ade20k,hrvit_b2_seg_ade20k,hrvit_b3_seg_ade20k,mit_b1_seg_ade20k,mit_b2_seg_ade20k"
 GPU_INPUTS = "512x512,1024x1024"
@@ -105,7 +106,7 @@ def measure_pair(model, shape, settings: latency.LatencySettings, rounds: int) -
     samples, measurements = [], []
     try:
         with torch.inference_mode():
-            x = torch.randn(shape, device=device, dtype=latency.DTYPES[settings.dtype])
+            x = random_input(shape, settings)
             step = latency.make_step(model, x, settings)
             for i in range(rounds):
                 for harness in ("ours", "timer") if i % 2 == 0 else ("timer", "ours"):

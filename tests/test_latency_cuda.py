@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
+import json
 import stat
+import subprocess
 import sys
 import time
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,6 +27,8 @@ from hrvit_bench.environment import ClockSampler, Environment, NvmlClocks, SmiCl
 from hrvit_bench.errors import UsageError
 from hrvit_bench.latency import LatencySettings, sweep, timer
 from hrvit_bench.latency.peaks import ALL_OPS, CONV_OPS, MATMUL_OPS, PeakChoice, choose_peak, gpu_peak
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # ---------------------------------------------------------------------------------------------------------------
 # A stand-in for torch.cuda: streams, memory peaks, graph capture; everything runs on the CPU.
@@ -549,3 +555,114 @@ def test_sweep_on_fake_gpu(toy_on_fake_gpu, monkeypatch, mig):
         assert any("MIG slice" in w for w in report.warnings) and warned == report.warnings
     else:
         assert report.points[0].peak_tflops == {"fp32": 67.0, "tf32": 494.7} and warned == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The GPU suite's smoke mode, on CPU: every section but compile (run by hand: about 90 s here), and a resume.
+
+
+def _load_suite(monkeypatch):
+    spec = importlib.util.spec_from_file_location("gpu_suite", ROOT / "benchmarks" / "gpu_suite.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gpu_suite", module)  # dataclasses look their module up while it loads
+    spec.loader.exec_module(module)
+    return module
+
+
+TOY_OOM = "toy_suite_oom"
+
+
+class OomAtBatch(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        if x.shape[0] >= 2 and not x.is_meta:
+            raise MemoryError()
+        return self.proj(x)
+
+
+@pytest.fixture
+def suite(monkeypatch):
+    models.register_model(family="toy", variant="t", task="backbone", input_size=(64, 64), reference="test",
+                          official_code="none", input_multiple=1, name=TOY_OOM)(lambda **kw: OomAtBatch())
+    yield _load_suite(monkeypatch)
+    models.unregister_model(TOY_OOM)
+
+
+def _results(folder) -> dict:
+    return json.loads((folder / "results.json").read_text())
+
+
+def test_gpu_suite_smoke_runs_resumes_and_keeps_to_its_budget(suite, tmp_path):
+    config = dataclasses.replace(
+        suite.SMOKE, models=("mit_b1_seg_ade20k",), agreement=(("mit_b1_seg_ade20k", "64x64", "fp32"),),
+        repeats=2, small_model=TOY_OOM, batch_cap=8, claims_args=("list", "--family", "mit", "--json"),
+    )
+    sections = "--sections=agreement,eager,repeat,batch,claims"
+    # no budget: nothing measured, everything left for a rerun
+    assert suite.main(["--out", str(tmp_path), sections, "--budget-s", "0"], config) == 0
+    [(slug, device)] = _results(tmp_path)["devices"].items()
+    assert slug.endswith("-smoke") and device["points"] == {}
+    [first] = device["runs"]
+    assert {s["section"]: len(s["left_for_rerun"]) for s in first["sections"]} == {
+        "agreement": 1, "eager": 1, "repeat": 2, "batch": 4, "claims": 1}
+
+    assert suite.main(["--out", str(tmp_path), sections], config) == 0
+    # three flat files: the device tool returns at most 8, no deeper than 2 folders
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["SUMMARY.md", "results.json", "suite_log.txt"]
+    points = _results(tmp_path)["devices"][slug]["points"]
+    assert {section: sorted(records) for section, records in points.items()} == {
+        "agreement": ["mit_b1_seg_ade20k-64x64-fp32"], "eager": ["mit_b1_seg_ade20k-64x64-b1-fp32-eager"],
+        "repeat": [f"{TOY_OOM}-64x64-b1-fp32-eager-1", f"{TOY_OOM}-64x64-b1-fp32-eager-2"],
+        # the batch sweep stops at its first out-of-memory point: batch 4 and 8 are never tried
+        "batch": [f"{TOY_OOM}-64x64-b1-fp32-eager", f"{TOY_OOM}-64x64-b2-fp32-eager"],
+        "claims": ["claims"],
+    }
+    assert points["batch"][f"{TOY_OOM}-64x64-b2-fp32-eager"]["status"] == "oom"
+    eager = points["eager"]["mit_b1_seg_ade20k-64x64-b1-fp32-eager"]
+    assert eager["status"] == "ok" and eager["report"]["points"][0]["latency_ms"]["n"] == 2
+    assert eager["report"]["settings"]["threads"] == 1
+    assert points["agreement"]["mit_b1_seg_ade20k-64x64-fp32"]["ratio"] > 0
+    claims = points["claims"]["claims"]  # the CLI in a subprocess, through the suite's import fallback
+    assert claims["status"] == "ok" and {m["name"] for m in claims["claims"]} >= {"mit_b1_seg_ade20k"}
+    summary = (tmp_path / "SUMMARY.md").read_text()
+    assert "First out-of-memory at batch 2." in summary and "run-to-run CV" in summary
+
+    assert suite.main(["--out", str(tmp_path), sections], config) == 0  # the resume: every point is done
+    device = _results(tmp_path)["devices"][slug]
+    assert device["points"] == points  # not one record measured again
+    assert all(s["measured"] == 0 for s in device["runs"][-1]["sections"])
+    assert sum(s["skipped_done"] for s in device["runs"][-1]["sections"]) == 7
+    assert len(device["runs"]) == 3 and "[plan] eager: 1 points, 1 done before" in (tmp_path / "suite_log.txt").read_text()
+
+
+def test_gpu_suite_records_a_failing_claims_command_and_goes_on(suite, tmp_path):
+    config = dataclasses.replace(suite.SMOKE, claims_args=("claims", "--no-such-option"))
+    assert suite.main(["--out", str(tmp_path), "--sections=claims"], config) == 0
+    [device] = _results(tmp_path)["devices"].values()
+    record = device["points"]["claims"]["claims"]
+    assert record["status"] == "error" and record["returncode"] == 2 and "no-such-option" in record["error"]
+    assert "Failed:" in (tmp_path / "SUMMARY.md").read_text()
+
+
+def test_gpu_suite_imports_without_pip_install():
+    """The device machine may lack the editable install: models/ is then loaded under its installed name."""
+    code = ("import sys; sys.modules['hrvit_bench_models'] = None; import runpy; "
+            f"runpy.run_path({str(ROOT / 'benchmarks' / 'gpu_suite.py')!r}, run_name='suite'); "
+            "import hrvit_bench_models, hrvit_bench.zoo as zoo; print(zoo.info('mit_b1_seg_ade20k').name)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "mit_b1_seg_ade20k"
+
+
+def test_nothing_on_the_suite_path_imports_fvcore_or_thop():
+    code = ("import sys; sys.argv = ['gpu_suite']; import runpy; "
+            f"runpy.run_path({str(ROOT / 'benchmarks' / 'gpu_suite.py')!r}, run_name='suite'); "
+            "from hrvit_bench import latency; latency.run(['mit_b1_seg_ade20k'], [(64, 64)], [1], "
+            "latency.LatencySettings(iters=1, warmup=0, threads=1)); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fvcore', 'thop')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -108,6 +108,7 @@ _STAT_COLUMNS = ("median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "iqr_ms",
 _MEMORY_KEYS = ("cuda_warmup_max_allocated", "cuda_warmup_max_reserved", "cuda_max_allocated", "cuda_max_reserved",
                 "process_peak_rss")
 _CLOCK_KEYS = ("sm_min_mhz", "sm_median_mhz", "mem_min_mhz", "mem_median_mhz")
+_GRAPHS_CELL = {True: "replayed", False: "[red]NOT USED[/red]", None: "unverified"}
 
 
 @dataclass
@@ -249,7 +250,7 @@ class LatencyReport:
             if clocks:
                 cells.append("/".join(fmt(p.clocks_mhz.get(k), ".0f") for k in ("sm_min_mhz", "sm_median_mhz")))
             if s.cuda_graphs:
-                cells.append({True: "replayed", False: "[red]NOT USED[/red]", None: "unverified"}[p.cuda_graphs_engaged])
+                cells.append(_GRAPHS_CELL[p.cuda_graphs_engaged])
             if s.cross_check:
                 cells += [fmt(p.reference_median_ms, ".3f"), fmt(p.reference_ratio, ".3f")]
             table.add_row(*cells)
