@@ -100,8 +100,8 @@ class Config:
     repeats: int
     claims_args: tuple[str, ...]
     claims_timeout_s: float
-    # Seconds per point, before any point of the kind has run: GPU guesses (compilation scaled from CPU compile
-    # times: hrvit_b1 took 3.3x mit_b1's); once a kind has run, its measured mean replaces the guess.
+    # Seconds per point, before any point of the kind has run: GPU guesses (compilation scaled from cold CPU
+    # compiles, where hrvit_b1 used 3.3x mit_b1's CPU time); once a kind has run, its measured mean replaces them.
     priors: dict[str, float] = field(default_factory=dict)
     models: tuple[str, ...] = SEGMENTERS
 
