@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import importlib.util
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 import hrvit_bench_models as models
-from hrvit_bench import cli, environment, zoo
+from hrvit_bench import cli, zoo
 from hrvit_bench.environment import ClockSampler, Environment, NvmlClocks, SmiClocks, gpu_clock_source
 from hrvit_bench.errors import UsageError
 from hrvit_bench.latency import LatencySettings, sweep, timer
@@ -464,7 +465,7 @@ def fake_smi(tmp_path, monkeypatch):
     exe = tmp_path / "nvidia-smi"
     exe.write_text(FAKE_SMI)
     exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{tmp_path}:{environment.os.environ['PATH']}")
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     return str(exe)
 
 
