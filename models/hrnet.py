@@ -50,8 +50,7 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + shortcut)
+        return self.relu(self.bn2(self.conv2(out)).add_(shortcut))
 
 
 class Bottleneck(nn.Module):
@@ -73,8 +72,7 @@ class Bottleneck(nn.Module):
         shortcut = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + shortcut)
+        return self.relu(self.bn3(self.conv3(out)).add_(shortcut))
 
 
 def make_res_layer(block: type[nn.Module], in_channels: int, planes: int, num_blocks: int,
@@ -134,15 +132,22 @@ class ExchangeUnit(nn.Module):
         if self.fuse_layers is None:
             return xs
         outs = []
-        for dst, paths in enumerate(self.fuse_layers):
-            y = xs[dst]
-            for src, path in enumerate(paths):
-                if src < dst:
-                    y = y + path(xs[src])
-                elif src > dst:
-                    y = y + resize(path(xs[src]), xs[dst].shape[2:], self.upsample_mode, self.align_corners)
+        for dst in range(len(self.fuse_layers)):
+            parts = (self._bring(src, dst, xs) for src in range(len(xs)))
+            # summed in the official order (source 0 first); the first sum makes a new tensor (the inputs feed the
+            # other outputs), the rest add into it in place
+            y = next(parts) + next(parts)
+            for part in parts:
+                y.add_(part)
             outs.append(self.relu(y))
         return outs
+
+    def _bring(self, src: int, dst: int, xs: list[torch.Tensor]) -> torch.Tensor:
+        """Input ``src`` at output ``dst``'s width and resolution, through its fusion path."""
+        if src == dst:
+            return xs[src]
+        y = self.fuse_layers[dst][src](xs[src])
+        return resize(y, xs[dst].shape[2:], self.upsample_mode, self.align_corners) if src > dst else y
 
 
 class HRModule(ExchangeUnit):
@@ -202,6 +207,9 @@ class HighResolutionNet(nn.Module):
         return nn.ModuleList(layers)
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The four maps, channels-last: a channels-last input makes every conv, BN and resize keep that layout,
+        which oneDNN's convolutions run faster on CPU (see benchmarks/hrnet_vs_official.md)."""
+        x = x.contiguous(memory_format=torch.channels_last)
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.relu(self.bn2(self.conv2(x)))
         xs = [self.layer1(x)]
@@ -266,7 +274,13 @@ class HRNetV2Seg(HighResolutionNet):
 
 def _bn_relu(channels: int) -> nn.Sequential:
     """The OCR code's ``ModuleHelper.BNReLU`` (a nested Sequential, hence keys like ``f_up.1.0.weight``)."""
-    return nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU())
+    return nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+
+
+def _tokens(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> contiguous (B, H * W, C): a view of a channels-last map, else a copy (the fused attention
+    kernel needs unit stride on C)."""
+    return x.permute(0, 2, 3, 1).flatten(1, 2).contiguous()
 
 
 class SpatialGather(nn.Module):
@@ -274,16 +288,21 @@ class SpatialGather(nn.Module):
 
     def forward(self, feats: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         weights = F.softmax(probs.flatten(2), dim=2)  # B, K, HW
-        context = torch.matmul(weights, feats.flatten(2).transpose(1, 2))  # B, K, C
+        context = torch.matmul(weights, _tokens(feats))  # B, K, C
         return context.transpose(1, 2).unsqueeze(3)  # B, C, K, 1
 
 
 class ObjectAttention(nn.Module):
-    """Pixel-to-object attention: pixels query the K object features (OCR's ``_ObjectAttentionBlock``, scale 1)."""
+    """Pixel-to-object attention: pixels query the K object features (OCR's ``_ObjectAttentionBlock``, scale 1).
 
-    def __init__(self, in_channels: int, key_channels: int):
+    One head of width ``key_channels`` with scale ``key_channels ** -0.5``: plain scaled dot-product attention,
+    run through ``F.scaled_dot_product_attention`` unless ``use_sdpa=False`` (the official matmuls).
+    """
+
+    def __init__(self, in_channels: int, key_channels: int, use_sdpa: bool = True):
         super().__init__()
         self.key_channels = key_channels
+        self.use_sdpa = use_sdpa
 
         def key_transform() -> nn.Sequential:
             return nn.Sequential(nn.Conv2d(in_channels, key_channels, 1, bias=False), _bn_relu(key_channels),
@@ -295,21 +314,25 @@ class ObjectAttention(nn.Module):
         self.f_up = nn.Sequential(nn.Conv2d(key_channels, in_channels, 1, bias=False), _bn_relu(in_channels))
 
     def forward(self, x: torch.Tensor, proxy: torch.Tensor) -> torch.Tensor:
-        B, _, H, W = x.shape
-        query = self.f_pixel(x).flatten(2).transpose(1, 2)  # B, HW, Ck
-        key = self.f_object(proxy).flatten(2)  # B, Ck, K
-        value = self.f_down(proxy).flatten(2).transpose(1, 2)  # B, K, Ck
-        attn = F.softmax(torch.matmul(query, key) * self.key_channels**-0.5, dim=-1)
-        context = torch.matmul(attn, value).transpose(1, 2).reshape(B, self.key_channels, H, W)
-        return self.f_up(context)
+        H, W = x.shape[2:]
+        query = _tokens(self.f_pixel(x))  # B, HW, Ck
+        key = _tokens(self.f_object(proxy))  # B, K, Ck
+        value = _tokens(self.f_down(proxy))  # B, K, Ck
+        scale = self.key_channels ** -0.5
+        if self.use_sdpa:
+            context = F.scaled_dot_product_attention(query[:, None], key[:, None], value[:, None], scale=scale)[:, 0]
+        else:
+            context = torch.matmul(F.softmax(torch.matmul(query, key.transpose(1, 2)) * scale, dim=-1), value)
+        return self.f_up(context.unflatten(1, (H, W)).permute(0, 3, 1, 2))  # B, HW, Ck -> channels-last map
 
 
 class SpatialOCR(nn.Module):
     """Augment every pixel with its object context: concat, 1x1 conv + BN + ReLU, dropout."""
 
-    def __init__(self, in_channels: int, key_channels: int, out_channels: int, dropout: float = 0.05):
+    def __init__(self, in_channels: int, key_channels: int, out_channels: int, dropout: float = 0.05,
+                 use_sdpa: bool = True):
         super().__init__()
-        self.object_context_block = ObjectAttention(in_channels, key_channels)
+        self.object_context_block = ObjectAttention(in_channels, key_channels, use_sdpa)
         self.conv_bn_dropout = nn.Sequential(
             nn.Conv2d(2 * in_channels, out_channels, 1, bias=False), _bn_relu(out_channels), nn.Dropout2d(dropout)
         )
@@ -322,7 +345,8 @@ class SpatialOCR(nn.Module):
 class HRNetOCR(HighResolutionNet):
     """HRNetV2 + OCR. The "auxiliary" head's coarse logits define the soft object regions, so inference runs it."""
 
-    def __init__(self, num_classes: int = 19, mid_channels: int = 512, key_channels: int = 256, **kwargs):
+    def __init__(self, num_classes: int = 19, mid_channels: int = 512, key_channels: int = 256,
+                 use_sdpa: bool = True, **kwargs):
         kwargs.setdefault("align_corners", True)
         super().__init__(**kwargs)
         channels = sum(self.out_channels)
@@ -331,7 +355,7 @@ class HRNetOCR(HighResolutionNet):
             nn.Conv2d(channels, mid_channels, 3, 1, 1), nn.BatchNorm2d(mid_channels), nn.ReLU(inplace=True)
         )
         self.ocr_gather_head = SpatialGather()
-        self.ocr_distri_head = SpatialOCR(mid_channels, key_channels, mid_channels)
+        self.ocr_distri_head = SpatialOCR(mid_channels, key_channels, mid_channels, use_sdpa=use_sdpa)
         self.cls_head = nn.Conv2d(mid_channels, num_classes, 1)
         self.aux_head = nn.Sequential(
             nn.Conv2d(channels, channels, 1), nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
@@ -384,14 +408,14 @@ def _register(variant: str) -> None:
 
     register_model(
         name=f"hrnetv2_{variant}", family="hrnet", variant=variant, task="classification", dataset="imagenet",
-        num_classes=1000, input_size=(224, 224), official_code=_CLS_CODE,
+        num_classes=1000, input_size=(224, 224), official_code=_CLS_CODE, attention="none",
         reference=_CLS_REF.format(w=variant[1:], params=params, gflops=gflops),
         notes="HRNet-C head (incre modules, downsamp layers, 2048-d final layer, Linear 1000); published GFLOPs "
               "are conv+linear MACs / 2^30. Fusion upsamples with nearest interpolation as cls_hrnet.py does.",
     )(classifier)
     register_model(
         name=f"hrnetv2_{variant}_backbone", family="hrnet", variant=variant, task="backbone",
-        input_size=(512, 512), official_code=_SEG_CODE + "seg_hrnet.py", reference=_SEG_REF,
+        input_size=(512, 512), official_code=_SEG_CODE + "seg_hrnet.py", reference=_SEG_REF, attention="none",
         notes="Four maps (W, 2W, 4W, 8W channels at 1/4..1/32), bilinear fusion as in seg_hrnet.py. "
               + _KEYS_NOTE + _hrnet_notes(variant),
     )(backbone)
@@ -410,14 +434,14 @@ def _register(variant: str) -> None:
         common = dict(family="hrnet", variant=variant, task="segmentation", dataset=dataset, reference=_SEG_REF,
                       **data)
         register_model(
-            name=f"hrnetv2_{variant}_seg_{dataset}", official_code=_SEG_CODE + "seg_hrnet.py",
+            name=f"hrnetv2_{variant}_seg_{dataset}", official_code=_SEG_CODE + "seg_hrnet.py", attention="none",
             notes="HRNetV2 head: branches resized to 1/4, concat, 1x1 conv (bias) + BN + ReLU, 1x1 classifier; "
                   "logits bilinearly resized to the input size (the official test-time resize). " + _KEYS_NOTE
                   + _hrnet_notes(variant),
             **common,
         )(seg)
         register_model(
-            name=f"hrnetv2_{variant}_ocr_{dataset}", official_code=_SEG_CODE + "seg_hrnet_ocr.py",
+            name=f"hrnetv2_{variant}_ocr_{dataset}", official_code=_SEG_CODE + "seg_hrnet_ocr.py", attention="sdpa",
             notes="HRNetV2 + OCR (mid 512, key 256, scale 1). The auxiliary head (aux_head) is counted: its coarse "
                   "logits are the soft object regions that OCR gathers, so inference cannot skip it. forward returns "
                   "the main logits (cls_head) resized to the input size; forward_logits gives both at 1/4. "
