@@ -9,6 +9,7 @@ import io
 import json
 import math
 import os
+import statistics
 
 import numpy as np
 import pytest
@@ -114,16 +115,18 @@ def test_stats_by_hand():
     assert (stats.n, stats.min_ms, stats.max_ms) == (5, 1.0, 100.0)
 
 
-def test_stats_against_numpy():
-    samples = np.random.default_rng(0).lognormal(mean=3.0, sigma=0.3, size=257)
-    stats = LatencyStats.from_samples(samples.tolist())
-    q25, q50, q75, q90, q99 = np.percentile(samples, [25, 50, 75, 90, 99])
-    assert stats.median_ms == pytest.approx(q50)
-    assert stats.p90_ms == pytest.approx(q90)
-    assert stats.p99_ms == pytest.approx(q99)
-    assert stats.iqr_ms == pytest.approx(q75 - q25)
-    assert stats.cv == pytest.approx(np.std(samples, ddof=1) / np.mean(samples))
-    assert list(stats.samples_ms) == pytest.approx(samples.tolist())
+def test_stats_against_the_statistics_module():
+    # An independent implementation: statistics.quantiles' "inclusive" method interpolates linearly between order
+    # statistics at rank p * (n - 1), as the harness promises.
+    samples = np.random.default_rng(0).lognormal(mean=3.0, sigma=0.3, size=257).tolist()
+    stats = LatencyStats.from_samples(samples)
+    cuts = statistics.quantiles(samples, n=100, method="inclusive")  # cuts[k - 1] is the k-th percentile
+    assert stats.median_ms == pytest.approx(statistics.median(samples))
+    assert stats.p90_ms == pytest.approx(cuts[89])
+    assert stats.p99_ms == pytest.approx(cuts[98])
+    assert stats.iqr_ms == pytest.approx(cuts[74] - cuts[24])
+    assert stats.cv == pytest.approx(statistics.stdev(samples) / statistics.fmean(samples))
+    assert list(stats.samples_ms) == pytest.approx(samples)
 
 
 def test_single_sample_has_no_spread():

@@ -20,9 +20,9 @@ from ..counting import count_macs
 from ..environment import Environment
 from ..errors import UsageError, first_line
 from ..output import fmt
-from .settings import DTYPES, LatencySettings, preflight
+from .settings import LatencySettings, preflight
 from .stats import Interval, LatencyStats, median_interval, ratio_interval
-from .sweep import FLOPS, is_out_of_memory, pinned, prepare
+from .sweep import FLOPS, is_out_of_memory, pinned, prepare, random_input
 from .timer import make_step, time_calls
 
 FASTER, SLOWER, INDISTINGUISHABLE = "faster", "slower", "indistinguishable"
@@ -169,10 +169,7 @@ def interleaved(
         for info, side, shape in zip(infos, sides, shapes):
             side.flops = count_macs(zoo.build(info.name, device="meta"), shape, engine="meta").total(FLOPS)
             model = prepare(zoo.build(info.name, device=str(device)), settings)
-            x = torch.randn(shape, device=device, dtype=DTYPES[settings.dtype])
-            if settings.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            steps.append(_guarded(info.name, shape, make_step(model, x, settings)))
+            steps.append(_guarded(info.name, shape, make_step(model, random_input(shape, settings), settings)))
         for _ in range(settings.warmup):  # warm-up interleaved too: caches and clocks settle for every model
             for step in steps:
                 step()
