@@ -280,6 +280,8 @@ def _register_variant(variant: str) -> None:
             name=f"cswin_{variant}_{suffix}", task="segmentation", dataset=dataset, num_classes=classes,
             input_size=size, paper_inputs=inputs, official_code=_DENSE_CODE,
             reference="Gu et al., HRViT, CVPR 2022 (its CSWin + SegFormer-head rows, ADE20K and Cityscapes)",
+            reconstruction="no official CSWin + SegFormer-head code: the official dense backbone under HRViT's "
+                           "SegformerHead, head width chosen by hrvit-bench",
             **shared,
             notes=f"No official CSWin+SegFormer code exists. Ours: the dense backbone with models.heads."
                   f"SegformerHead configured as the HRViT repository does ({_HEAD_CODE}: mlp_norm=False, "
