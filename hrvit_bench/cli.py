@@ -320,9 +320,12 @@ def _latency_settings(device: Device | None, threads: int | None, rounds: int):
         return None
     from .latency import LatencySettings, preflight
 
-    settings = LatencySettings(device=device.value, warmup=2 if device == Device.cpu else 10, iters=rounds,
-                               threads=threads)
-    preflight(settings)
+    try:
+        settings = LatencySettings(device=device.value, warmup=2 if device == Device.cpu else 10, iters=rounds,
+                                   threads=threads)
+        preflight(settings)
+    except UsageError as exc:  # the settings speak of --device; here the user wrote --latency
+        raise UsageError(str(exc).replace("--device", "--latency")) from None
     return settings
 
 

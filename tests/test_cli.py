@@ -185,3 +185,22 @@ def test_models_import_under_their_own_name_beside_another_models_package(tmp_pa
     assert done.returncode == 0, done.stderr
     assert done.stderr.startswith(str(site))  # the installed wheel ran, not the checkout
     assert len(json.loads(done.stdout)) == 27
+
+
+@pytest.mark.parametrize("command", ["claims", "report"])
+def test_latency_on_a_missing_device_is_one_line_exit_2_before_counting(monkeypatch, tmp_path, command):
+    import torch
+
+    from hrvit_bench import count_cache
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("nothing may be counted")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(count_cache.CountCache, "prefetch", refuse)
+    extra = ["--out", str(tmp_path / "out")] if command == "report" else []
+    result = run(command, "--latency", "cuda", *extra)
+    assert result.exit_code == 2
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("error: --latency cuda:")
+    assert not (tmp_path / "out").exists()
