@@ -32,6 +32,7 @@ from torch import nn
 from ._registry import register_model
 from .heads import EncoderDecoder, SegformerHead
 from .hrnet import ExchangeUnit, HighResolutionNet, apply_transition
+from .layers import map_to_tokens, tokens_to_map
 from .mit import Block
 
 __all__ = ["HRNetMiT", "MiTBranch", "MiTHRModule"]
@@ -50,11 +51,11 @@ class MiTBranch(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=1e-6)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, C, H, W = x.shape
-        tokens = x.flatten(2).transpose(1, 2)
+        H, W = x.shape[2:]
+        tokens = map_to_tokens(x)  # a view of a channels-last map
         for block in self.blocks:
             tokens = block(tokens, H, W)
-        return self.norm(tokens).transpose(1, 2).reshape(B, C, H, W)
+        return tokens_to_map(self.norm(tokens), H, W)  # channels-last, no copy
 
 
 class MiTHRModule(ExchangeUnit):
@@ -96,6 +97,7 @@ class HRNetMiT(nn.Module):
         self.out_channels = list(channels)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = x.contiguous(memory_format=torch.channels_last)  # maps stay channels-last: branches see token views
         x = self.relu(self.bn1(self.conv1(x)))
         xs = [self.relu(self.bn2(self.conv2(x)))]
         for stage in range(1, self.num_stages + 1):
@@ -119,6 +121,7 @@ _DATASETS = {
 _REFERENCE = ("HRViT paper (Gu et al., CVPR 2022), Table 6: naive HRNet-ViT (HRNet-MiT) vs sequential MiT and HRViT; "
               "no published code or numbers to match")
 _CODE = "none (paper baseline; layout from HRNet/HRNet-Semantic-Segmentation@0bbb288:lib/models/seg_hrnet.py)"
+_RECONSTRUCTION = "the paper's naive HRNet-MiT baseline: no code or configuration released; layout chosen by hrvit-bench"
 
 
 def _notes(variant: str) -> str:
@@ -139,7 +142,9 @@ def _register(variant: str) -> None:
 
     register_model(
         name=f"hrnet_mit_{variant}_backbone", family="hrnet_vit", variant=variant, task="backbone",
-        input_size=(512, 512), reference=_REFERENCE, official_code=_CODE, notes=_notes(variant), attention="sdpa",
+        reconstruction=_RECONSTRUCTION,
+        input_size=(512, 512), reference=_REFERENCE, official_code=_CODE, notes=_notes(variant),
+        attention="sdpa",
     )(backbone)
 
     for dataset, data in _DATASETS.items():
@@ -151,6 +156,7 @@ def _register(variant: str) -> None:
 
         register_model(
             name=f"hrnet_mit_{variant}_seg_{dataset}", family="hrnet_vit", variant=variant, task="segmentation",
+            reconstruction=_RECONSTRUCTION,
             dataset=dataset, reference=_REFERENCE, official_code=_CODE, attention="sdpa",
             notes=_notes(variant) + f" Head: HRViT's SegformerHead (channels {_HEAD_CHANNELS[variant]}, "
                                     "no norm/act on the per-scale projections), logits resized to the input size.",

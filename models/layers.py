@@ -5,6 +5,16 @@ import torch
 from torch import nn
 
 
+def tokens_to_map(x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """Tokens (B, H*W, C) -> map (B, C, H, W) in channels-last memory: a view when ``x`` is contiguous."""
+    return x.reshape(x.shape[0], H, W, x.shape[2]).permute(0, 3, 1, 2)
+
+
+def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """Map (B, C, H, W) -> tokens (B, H*W, C): a view when ``x`` is channels-last."""
+    return x.permute(0, 2, 3, 1).flatten(1, 2)
+
+
 def drop_path_rates(rate: float, depths: list[int]) -> list[float]:
     """Stochastic depth rising linearly over all blocks (torch.linspace, computed in Python so meta builds work)."""
     total = sum(depths)

@@ -21,19 +21,9 @@ from torch import nn
 
 from ._registry import register_model
 from .heads import ConvModule, EncoderDecoder
-from .layers import DropPath, drop_path_rates
+from .layers import DropPath, drop_path_rates, map_to_tokens, tokens_to_map
 
 __all__ = ["Block", "MixVisionTransformer", "MiTClassifier", "SegFormerHead"]
-
-
-def _to_map(x: torch.Tensor, H: int, W: int) -> torch.Tensor:
-    """Tokens (B, H*W, C) -> map (B, C, H, W) in channels-last memory: a view when ``x`` is contiguous."""
-    return x.reshape(x.shape[0], H, W, x.shape[2]).permute(0, 3, 1, 2)
-
-
-def _to_tokens(x: torch.Tensor) -> torch.Tensor:
-    """Map (B, C, H, W) -> tokens (B, H*W, C): a view when ``x`` is channels-last."""
-    return x.permute(0, 2, 3, 1).flatten(1, 2)
 
 
 class EfficientSelfAttention(nn.Module):
@@ -62,7 +52,7 @@ class EfficientSelfAttention(nn.Module):
         heads, head_dim = self.num_heads, C // self.num_heads
         q = self.q(x).reshape(B, N, heads, head_dim).transpose(1, 2)
         if self.sr_ratio > 1:
-            x = self.norm(_to_tokens(self.sr(_to_map(x, H, W))))
+            x = self.norm(map_to_tokens(self.sr(tokens_to_map(x, H, W))))
         k, v = self.kv(x).reshape(B, -1, 2, heads, head_dim).permute(2, 0, 3, 1, 4)
         if self.use_sdpa:
             out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
@@ -79,7 +69,7 @@ class DWConv(nn.Module):
         self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
 
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
-        return _to_tokens(self.dwconv(_to_map(x, H, W)))
+        return map_to_tokens(self.dwconv(tokens_to_map(x, H, W)))
 
 
 class MixFFN(nn.Module):
@@ -125,7 +115,7 @@ class OverlapPatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         x = self.proj(x)
         H, W = x.shape[2:]
-        return self.norm(_to_tokens(x)), H, W
+        return self.norm(map_to_tokens(x)), H, W
 
 
 class MixVisionTransformer(nn.Module):
@@ -158,7 +148,7 @@ class MixVisionTransformer(nn.Module):
             x, H, W = getattr(self, f"patch_embed{i}")(x)
             for block in getattr(self, f"block{i}"):
                 x = block(x, H, W)
-            x = _to_map(getattr(self, f"norm{i}")(x), H, W)
+            x = tokens_to_map(getattr(self, f"norm{i}")(x), H, W)
             yield x
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -282,6 +272,7 @@ def _register_variant(variant: str) -> None:
         name=f"mit_{variant}", task="classification", dataset="imagenet", num_classes=1000,
         input_size=(224, 224), official_code=_BACKBONE_CODE,
         reference=f"{_PAPER}: no ImageNet numbers published for MiT (encoder only)", **shared,
+        reconstruction="the official code has no MiT classifier: PVTv2's head (final norm, mean, Linear) added",
         notes="The official code has no classifier (its head line is commented out); this head is ours: the "
               "last stage norm (norm4, LayerNorm eps 1e-6) as final norm, mean over tokens, "
               f"Linear({MIT_CONFIGS[variant]['embed_dims'][-1]}, 1000) named head, as in PVTv2.",

@@ -49,3 +49,20 @@ def test_unknown_name_lists_close_matches():
 def test_toy_model_is_listed_and_built_with_overrides(toy_model):
     assert toy_model in models.list_models("toy_*")
     assert models.create_model(toy_model, num_classes=3).fc.out_features == 3
+
+
+def test_reconstructions_say_why_and_official_models_say_nothing():
+    rebuilt = {n for n in models.list_models() if models.model_info(n).reconstruction}
+    expected = (set(models.list_models("hrnet_mit_*")) | set(models.list_models("cswin_*_seg_*"))
+                | {f"mit_b{i}" for i in range(6)}
+                | {n for n in models.list_models("hrvit_*") if models.model_info(n).ablation})
+    assert rebuilt == expected
+    assert all(len(models.model_info(n).reconstruction) > 20 for n in rebuilt)
+
+
+def test_attention_paths_are_declared():
+    paths = {models.model_info(n).attention for n in models.list_models()}
+    assert paths <= set(models.ATTENTION_PATHS)
+    with pytest.raises(ValueError, match="attention"):
+        models.register_model(family="toy", variant="t", task="backbone", input_size=(8, 8), reference="r",
+                              official_code="c", attention="flash", name="toy_bad_attention")(lambda: None)
