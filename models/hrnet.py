@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._registry import register_model
+from .layers import map_to_tokens
 
 __all__ = ["HighResolutionNet", "HRNetClassifier", "HRNetV2Seg", "HRNetOCR"]
 
@@ -277,18 +278,12 @@ def _bn_relu(channels: int) -> nn.Sequential:
     return nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
 
 
-def _tokens(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> contiguous (B, H * W, C): a view of a channels-last map, else a copy (the fused attention
-    kernel needs unit stride on C)."""
-    return x.permute(0, 2, 3, 1).flatten(1, 2).contiguous()
-
-
 class SpatialGather(nn.Module):
     """Soft object regions: each class's feature is the softmax(spatial)-weighted mean of the pixel features."""
 
     def forward(self, feats: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         weights = F.softmax(probs.flatten(2), dim=2)  # B, K, HW
-        context = torch.matmul(weights, _tokens(feats))  # B, K, C
+        context = torch.matmul(weights, map_to_tokens(feats))  # B, K, C
         return context.transpose(1, 2).unsqueeze(3)  # B, C, K, 1
 
 
@@ -315,9 +310,10 @@ class ObjectAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, proxy: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[2:]
-        query = _tokens(self.f_pixel(x))  # B, HW, Ck
-        key = _tokens(self.f_object(proxy))  # B, K, Ck
-        value = _tokens(self.f_down(proxy))  # B, K, Ck
+        # (B, HW, Ck), (B, K, Ck), (B, K, Ck); the fused kernel needs unit stride on Ck (the K x 1 proxy maps are
+        # not channels-last: a small copy; the channels-last pixel map: a view)
+        query, key, value = (map_to_tokens(t).contiguous()
+                             for t in (self.f_pixel(x), self.f_object(proxy), self.f_down(proxy)))
         scale = self.key_channels ** -0.5
         if self.use_sdpa:
             context = F.scaled_dot_product_attention(query[:, None], key[:, None], value[:, None], scale=scale)[:, 0]
