@@ -245,12 +245,13 @@ class ClaimsReport:
                       caption=f"{first.environment.device_name}, {first.settings.dtype}, {threads} thread"
                               f"{'s' if threads != 1 else ''}; 95% bootstrap intervals over rounds. Verdict: of "
                               "a stated latency claim.")
-        for col in ("claim", "input", "time", "95% CI", "direction", "FLOPs", "verdict"):
-            table.add_column(col, no_wrap=True, justify="right" if col in ("input", "time", "95% CI", "FLOPs")
+        for col in ("claim", "input", "time (95% CI)", "direction", "FLOPs", "verdict"):
+            table.add_column(col, no_wrap=True, justify="right" if col in ("input", "time (95% CI)", "FLOPs")
                              else "left")
-        for row in rows:
-            row[4] = f"[{VERDICT_STYLE[row[4]]}]{row[4]}[/]"
-            table.add_row(*row)
+        for claim, size, time, interval, moved, flops, verdict in rows:
+            style = VERDICT_STYLE.get(verdict, "")
+            table.add_row(claim, size, f"{time}\n[dim]{interval}[/]", f"[{VERDICT_STYLE[moved]}]"
+                          f"{_short_verdict(moved)}[/]", flops, f"[{style}]{verdict}[/]" if style else verdict)
         return [table]
 
     def _wide_tables(self) -> list[Table]:

@@ -313,3 +313,18 @@ def test_claims_latency_times_each_pair_interleaved_and_feeds_the_plot(toy_model
     figures = plots.latency_vs_flops(WithLatency())
     assert set(figures) == {"latency_vs_flops.png", "latency_vs_flops.svg"}
     assert figures["latency_vs_flops.png"].startswith(b"\x89PNG")
+
+
+def test_the_latency_table_fits_80_columns():
+    rows = [claim(id=i, metric=LATENCY, kind=k, stated="-", low_pct=-100.0, high_pct=-25.0)
+            for i, k in (("abl-sparse-fusion", "observed"), ("ade-vs-hrnetv2-ocr", "range"))]
+    timed = [evaluate_latency(rows[0], [_comparison([100.0, 90.0, 110.0, 95.0, 105.0] * 2,
+                                                    [105.0, 95.0, 100.0, 110.0, 90.0] * 2)], -12.3),
+             evaluate_latency(rows[1], [_comparison([100.0, 101.0, 99.0] * 4, [130.0, 131.0, 129.0] * 4)], -57.6)]
+    report = ClaimsReport([], headlines([], timed, rows))
+    console = Console(width=80, record=True, file=io.StringIO())
+    for table in report.tables():
+        console.print(table)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "in the noise" in text and "slower" in text and "does not hold" in text and "…" not in text
