@@ -20,6 +20,7 @@ from hrvit_bench.counting import MacCount
 from hrvit_bench.environment import Environment
 from hrvit_bench.latency.compare import FASTER, INDISTINGUISHABLE, SLOWER, Comparison, Side
 from hrvit_bench.latency.settings import LatencySettings
+from hrvit_bench.official import official_count
 from hrvit_bench.published import check_published, load_published
 
 # The 14 claim ids of the design notes (PAPER_CLAIMS.md), one row each at least.
@@ -185,8 +186,9 @@ def _nearest_convention(all_macs: int, gemm_macs: int, published: float) -> str:
 def test_the_stated_8_percent_comes_from_mixed_conventions():
     # Independently: all-ops MACs from fvcore on the official code, GEMM MACs from FlopCounterMode.
     hrvit, mit = _gemm_macs("hrvit_b1_seg_ade20k", (512, 512)), _gemm_macs("mit_b1_seg_ade20k", (512, 512))
-    assert _nearest_convention(16_154_361_856, hrvit, 14.6) == "macs-gemm-2^30"
-    assert _nearest_convention(16_156_327_936, mit, 15.9) == "macs-gemm-1e9"
+    official = {m: official_count(m, (512, 512)).fvcore_macs for m in ("hrvit_b1_seg_ade20k", "mit_b1_seg_ade20k")}
+    assert _nearest_convention(official["hrvit_b1_seg_ade20k"], hrvit, 14.6) == "macs-gemm-2^30"
+    assert _nearest_convention(official["mit_b1_seg_ade20k"], mit, 15.9) == "macs-gemm-1e9"
     assert round(100 * (14.6 / 15.9 - 1), 1) == -8.2
     row = next(c for c in load_claims() if c.key == "ade-b1-vs-mitb1/flops@512x512")
     counts = CountCache()
@@ -200,10 +202,10 @@ def test_the_stated_8_percent_comes_from_mixed_conventions():
 
 
 def test_a_real_claim_from_official_counts():
-    # Official parameter counts (fvcore on the official code): HRViT-b1 8,183,118 and SegFormer-B1 13,735,148.
     row = next(c for c in load_claims() if c.key == "ade-b1-vs-mitb1/params@512x512")
     result = evaluate(row, None, CountCache())
-    assert result.measured_pct == pytest.approx(100 * (8_183_118 / 13_735_148 - 1))
+    hrvit, mit = (official_count(m).params for m in ("hrvit_b1_seg_ade20k", "mit_b1_seg_ade20k"))
+    assert result.measured_pct == pytest.approx(100 * (hrvit / mit - 1))
     assert result.verdict == HOLDS
 
 

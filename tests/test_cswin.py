@@ -10,12 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hrvit_bench.official import official_count
 from hrvit_bench_models import create_model, list_models, model_info
 from hrvit_bench_models.cswin import CSWIN_CONFIGS, CSWinBlock, CSWinTransformer, LePEAttention
 from model_checks import assert_round_trip, fvcore_flops, key_layout, meta_build, meta_macs, n_params
 
-OFFICIAL_CLS_PARAMS = {"t": 22_320_552, "s": 34_643_304, "b": 77_382_184}
-OFFICIAL_DENSE_PARAMS = {"t": 21_808_448, "s": 34_131_200, "b": 76_614_528}
 # sha256 (first 16 hex) of the sorted "key:shape" lines of the official state dict, and its number of entries.
 OFFICIAL_CLS_LAYOUTS = {"t": ("24df181b8272fa30", 418), "s": ("ae7e385b22257aca", 656), "b": ("91aded48435fbadf", 656)}
 OFFICIAL_DENSE_LAYOUTS = {
@@ -39,19 +38,14 @@ def test_registered_names():
 
 
 @pytest.mark.parametrize("variant", "tsb")
-def test_params_match_official(variant):
-    assert n_params(meta_build(f"cswin_{variant}")) == OFFICIAL_CLS_PARAMS[variant]
-    assert n_params(meta_build(f"cswin_{variant}_backbone")) == OFFICIAL_DENSE_PARAMS[variant]
-
-
-@pytest.mark.parametrize("variant", "tsb")
 @pytest.mark.parametrize("task,classes", [("seg_ade20k", 150), ("seg_cityscapes", 19)])
 def test_seg_params_are_dense_backbone_plus_head(variant, task, classes):
     ch = HEAD_CHANNELS[variant]
     head = sum(c * ch + ch for c in dims(variant))  # per-scale 1x1 convs with bias, no BN (mlp_norm=False)
     head += 4 * ch * ch + 2 * ch  # fusion conv without bias, its BN
     head += ch * classes + classes  # classifier
-    assert n_params(meta_build(f"cswin_{variant}_{task}")) == OFFICIAL_DENSE_PARAMS[variant] + head
+    # The official dense backbone's count is a row of the official table (tests/test_official.py holds it).
+    assert n_params(meta_build(f"cswin_{variant}_{task}")) == official_count(f"cswin_{variant}_backbone").params + head
 
 
 @pytest.mark.parametrize("variant", "tsb")
@@ -70,14 +64,16 @@ def test_classifier_branch_layout_follows_img_size():
 
 def test_cls224_flops_match_official():
     # plain fvcore does not count F.scaled_dot_product_attention: the explicit matmuls; the meta engine counts both
-    assert fvcore_flops(create_model("cswin_t", use_sdpa=False), (224, 224)) == 4_341_011_968
-    assert meta_macs("cswin_t", (224, 224)) == 4_341_011_968
+    official = official_count("cswin_t", (224, 224)).fvcore_macs
+    assert fvcore_flops(create_model("cswin_t", use_sdpa=False), (224, 224)) == official
+    assert meta_macs("cswin_t", (224, 224)) == official
 
 
 def test_dense_flops_match_official_at_odd_size():
     # 97x131 gives maps 24x33, 12x17, 6x9, 3x5: stripes of 2 and 7 need zero-padding.
-    assert fvcore_flops(create_model("cswin_t_backbone", use_sdpa=False), (97, 131)) == 1_170_339_456
-    assert meta_macs("cswin_t_backbone", (97, 131)) == 1_170_339_456
+    official = official_count("cswin_t_backbone", (97, 131)).fvcore_macs
+    assert fvcore_flops(create_model("cswin_t_backbone", use_sdpa=False), (97, 131)) == official
+    assert meta_macs("cswin_t_backbone", (97, 131)) == official
 
 
 def test_seg_flops_are_backbone_plus_head_by_hand():
@@ -89,7 +85,8 @@ def test_seg_flops_are_backbone_plus_head_by_hand():
     head += 4 * 4 * quarter * ch  # every scale (the first one too) resized to 1/4
     head += quarter * 4 * ch * ch + 2 * quarter * ch  # fusion conv, BN
     head += quarter * ch * classes + 4 * H * W * classes  # classifier, final resize to the input
-    assert fvcore_flops(create_model("cswin_t_seg_ade20k", use_sdpa=False), (H, W)) == 1_170_339_456 + head
+    backbone = official_count("cswin_t_backbone", (H, W)).fvcore_macs
+    assert fvcore_flops(create_model("cswin_t_seg_ade20k", use_sdpa=False), (H, W)) == backbone + head
 
 
 @pytest.mark.parametrize("size", [(64, 64), (97, 131)])
