@@ -414,8 +414,16 @@ def report(
         result = reporting.Report.measure(engine.value, tick, settings, jobs or default_jobs())
         tick("writing")
         written = result.write(out)
+    checked = sum(r.equals_official is not None for r in result.rows)
     output.console.print(f"wrote {len(written)} files to {out}/ in {result.wall_time_s:.1f} s: {len(result.rows)} "
-                         f"model rows; {result.claims.summary()}", highlight=False, soft_wrap=True)
+                         f"model rows ({checked} counted on the official code too); {result.claims.summary()}",
+                         highlight=False, soft_wrap=True)
+    for row in result.unlike_official:
+        output.err_console.print(f"[red]unlike the official code:[/red] {row.model} @ {row.input}: params "
+                                 f"{row.params:,} (official {row.official_params:,}), MACs {row.macs_all:,} "
+                                 f"(official {row.official_macs_all})", highlight=False, soft_wrap=True)
+    if result.unlike_official:
+        raise typer.Exit(1)
     if baseline is None:
         return
     verdict = gate.compare(baseline, result.exact_counts(), result.verdicts(), result.latency_ratios(), tolerance,

@@ -11,6 +11,11 @@ from . import zoo
 from .published import read_data
 
 
+# The note of rows whose official forward returns logits at 1/4 resolution (HRNet's segmenters): our forward adds
+# the bilinear resize to the input, which fvcore (and the meta engine) counts as 4 per output element.
+RESIZE_NOT_COUNTED = "the count lacks our final bilinear resize"
+
+
 @dataclass(frozen=True)
 class OfficialCount:
     model: str  # the registered name of our model that mirrors the official one
@@ -20,6 +25,14 @@ class OfficialCount:
     fvcore_macs: int | None  # None where only the parameters were counted
     source: str  # repo@commit:path of the official code (its config, where one built the model)
     note: str
+
+    @property
+    def our_macs(self) -> int | None:
+        """What our default build must count at this input: the official fvcore total, plus our final resize
+        where the note says the official forward stops before it."""
+        if self.fvcore_macs is None or RESIZE_NOT_COUNTED not in self.note:
+            return self.fvcore_macs
+        return self.fvcore_macs + 4 * zoo.info(self.model).num_classes * self.input[0] * self.input[1]
 
 
 @cache

@@ -18,6 +18,7 @@ from .count_cache import CountCache
 from .environment import Environment
 from .gate import CLAIMS_CSV, MODELS_CSV, EXACT
 from .latency.settings import LatencySettings
+from .official import load_official
 from .output import csv_text, write_files
 from .published import check_published, load_published
 from .zoo import format_size
@@ -40,9 +41,18 @@ class ModelRow:
     published_params_m: float | None = None
     published_gflops: float | None = None
     published_best_convention: str | None = None
+    official_params: int | None = None  # counted on the official code (data/official_counts.csv)
+    official_macs_all: int | None = None  # what our count must be, from the official code's fvcore total
+
+    @property
+    def equals_official(self) -> bool | None:
+        """None where the official code was not counted at this input."""
+        if self.official_params is None:
+            return None
+        return self.params == self.official_params and self.official_macs_all in (None, self.macs_all)
 
     def to_dict(self) -> dict:
-        row = {k: v for k, v in self.__dict__.items() if k != "giga"}
+        row = {k: v for k, v in self.__dict__.items() if k != "giga"} | {"equals_official": self.equals_official}
         for name, value in self.giga.items():
             row[f"G[{name}]"] = round(value, 4)
         return row
@@ -55,12 +65,14 @@ def zoo_inputs() -> set[tuple[str, tuple[int, int]]]:
 def count_zoo(counts: CountCache) -> list[ModelRow]:
     """One row per registered model and paper resolution."""
     published = {(p.published.model, format_size(p.published.input)): p for p in check_published(counts)}
+    official = {(o.model, format_size(o.input)): o for o in load_official()}
     rows = []
     for name in zoo.names():
         info = zoo.info(name)
         for size in info.paper_inputs:
             count = counts.get(name, size)
             pub = published.get((name, format_size(size)))
+            off = official.get((name, format_size(size)))
             rows.append(ModelRow(
                 model=name, family=info.family, task=info.task, dataset=info.dataset, input=format_size(size),
                 params=count.params, unused_params=count.unused_params,
@@ -69,6 +81,7 @@ def count_zoo(counts: CountCache) -> list[ModelRow]:
                 published_params_m=pub.published.params_m if pub else None,
                 published_gflops=pub.published.gflops if pub else None,
                 published_best_convention=pub.best_convention if pub else None,
+                official_params=off.params if off else None, official_macs_all=off.our_macs if off else None,
             ))
     return rows
 
@@ -105,6 +118,11 @@ class Report:
                         "device": cmp.environment.device_name, "threads": cmp.settings.threads,
                         "median_ms": side.median.value, "gmacs": side.flops / 2e9 if side.flops else None})
         return list(seen.values())
+
+    @property
+    def unlike_official(self) -> list[ModelRow]:
+        """Rows whose counts differ from the official code's: a bug, never a convention."""
+        return [r for r in self.rows if r.equals_official is False]
 
     def exact_counts(self) -> dict[str, dict[str, int]]:
         """What the gate compares exactly: "model @ input" -> integer counts."""

@@ -10,19 +10,6 @@ from hrvit_bench import zoo
 from hrvit_bench.counting import count_macs
 
 
-# The table's note on rows whose official forward returns logits at 1/4 resolution (HRNet's segmenters): our
-# forward adds the bilinear resize to the input, which fvcore (and the meta engine) counts as 4 per output element.
-RESIZE_NOT_COUNTED = "the count lacks our final bilinear resize"
-
-
-def expected_macs(row) -> int:
-    """What our default build must count for an official table row that has an fvcore total: that total, plus
-    our final resize where the row's note says the official forward stops before it."""
-    if RESIZE_NOT_COUNTED not in row.note:
-        return row.fvcore_macs
-    return row.fvcore_macs + 4 * models.model_info(row.model).num_classes * row.input[0] * row.input[1]
-
-
 def meta_build(name, **overrides):
     """Instant build, for parameter counts and key layouts."""
     with torch.device("meta"):

@@ -5,7 +5,7 @@ Parameters come from a meta build of the registered default; MACs from the meta 
 (fvcore's rules on shapes, held equal to fvcore itself by tests/test_engines.py), so large inputs cost nothing.
 The default builds run scaled_dot_product_attention, which the meta engine counts as fvcore counts the official
 explicit matmuls. The one adjustment is the note's: where the official forward returns 1/4-resolution logits
-(HRNet's segmenters), our final resize to the input is added to the official total (model_checks.expected_macs).
+(HRNet's segmenters), our final resize to the input is added to the official total (OfficialCount.our_macs).
 """
 import importlib.util
 import re
@@ -17,8 +17,8 @@ import torch
 
 from hrvit_bench import zoo
 from hrvit_bench.counting import count_macs
-from hrvit_bench.official import OfficialCount, load_official, official_count
-from model_checks import RESIZE_NOT_COUNTED, expected_macs, meta_build, n_params
+from hrvit_bench.official import RESIZE_NOT_COUNTED, OfficialCount, load_official, official_count
+from model_checks import meta_build, n_params
 
 ROWS = load_official()
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "official_counts.py"
@@ -36,7 +36,7 @@ def test_params_match_official(row):
 @pytest.mark.parametrize("row", [r for r in ROWS if r.fvcore_macs is not None], ids=row_id)
 def test_macs_match_official(row):
     macs = count_macs(zoo.build(row.model, device="meta"), (1, 3, *row.input), engine="meta").total()
-    assert macs == expected_macs(row)
+    assert macs == row.our_macs
 
 
 def test_rows_are_unique_registered_and_sourced():
@@ -61,7 +61,7 @@ def test_resize_adjustment_only_on_hrnet_segmenters():
     adjusted = {r.model for r in ROWS if RESIZE_NOT_COUNTED in r.note}
     assert adjusted and all(re.fullmatch(r"hrnetv2_w\d+_(seg|ocr)_\w+", m) for m in adjusted)
     row = official_count("hrnetv2_w18_seg_cityscapes", "97x131")
-    assert expected_macs(row) - row.fvcore_macs == 4 * 19 * 97 * 131
+    assert row.our_macs - row.fvcore_macs == 4 * 19 * 97 * 131
 
 
 def test_lookup():

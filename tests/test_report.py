@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 from hrvit_bench import gate, output, zoo
 from hrvit_bench.cli import app
 from hrvit_bench.official import load_official
-from model_checks import expected_macs
 
 runner = CliRunner()
 COMMITTED = Path(__file__).resolve().parents[1] / "reports"
@@ -68,7 +67,7 @@ def test_report_writes_every_file(fresh):
     for key in matched:
         assert int(rows[key]["params"]) == official[key].params, key
         if official[key].fvcore_macs is not None:
-            assert int(rows[key]["macs_all"]) == expected_macs(official[key]), key
+            assert int(rows[key]["macs_all"]) == official[key].our_macs, key
     assert int(rows[("mit_b1_seg_ade20k", "512x512")]["unused_params"]) == 128 * 150 + 150  # conv_seg
     data = json.loads((fresh / "report.json").read_text())
     assert data["environment"]["wall_time_s"] > 0 and data["environment"]["torch_version"]
@@ -200,3 +199,19 @@ def test_claims_strict_exits_1_when_a_claim_does_not_hold(fresh):
     data = json.loads(result.stdout)
     assert any(h["verdict"] == "does not hold" for h in data["headlines"])
     assert runner.invoke(app, ["claims", "--json"]).exit_code == 0
+
+
+def test_a_count_unlike_the_official_code_fails_the_report_naming_it(fresh, tmp_path, monkeypatch):
+    from hrvit_bench import report as reporting
+    from hrvit_bench.official import OfficialCount
+
+    rows = list(load_official())
+    i = next(i for i, r in enumerate(rows) if r.model == "hrvit_b1" and r.fvcore_macs)
+    rows[i] = OfficialCount(**{**rows[i].__dict__, "fvcore_macs": rows[i].fvcore_macs + 1})
+    monkeypatch.setattr(reporting, "load_official", lambda: tuple(rows))
+    result = runner.invoke(app, ["report", "--out", str(tmp_path / "new")])
+    assert result.exit_code == 1
+    assert "unlike the official code: hrvit_b1 @ 224x224" in result.output
+    new = {r["model"] + " @ " + r["input"]: r for r in read_rows(tmp_path / "new" / "models.csv")}
+    assert new["hrvit_b1 @ 224x224"]["equals_official"] == "False"
+    assert new["hrvit_b2 @ 224x224"]["equals_official"] == "True"
