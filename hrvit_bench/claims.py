@@ -108,7 +108,8 @@ class Provenance:
         return ". ".join(parts) or "official architectures on both sides"
 
     def to_dict(self) -> dict:
-        return {"basis": self.short, "reconstructions": dict(self.reconstructions), "pairs_chosen": self.pairs_chosen}
+        return {"basis": self.short, "reconstructions": "; ".join(f"{m}: {why}" for m, why in self.reconstructions),
+                "pairs_chosen": self.pairs_chosen}
 
 
 def provenance(claim: Claim) -> Provenance:
