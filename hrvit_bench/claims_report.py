@@ -215,7 +215,8 @@ class ClaimsReport:
             if first and previous is not None:
                 table.add_section()
             previous = h.claim.id
-            claim_cell = f"{h.claim.id}\n[dim]{h.provenance.short}[/]" if first else ""
+            basis = h.provenance.short.replace("; ", "\n")
+            claim_cell = f"{h.claim.id}\n[dim]{basis}[/]" if first else ""
             table.add_row(claim_cell, h.claim.metric, _short_size(h.claim.input), h.claim.stated, self._measured(h),
                           f"[{VERDICT_STYLE[h.verdict]}]{_short_verdict(h.verdict)}[/]")
         return [table, *self._latency_tables()]
