@@ -314,6 +314,63 @@ def latency(
     _emit(results, as_json, as_csv)
 
 
+@command
+def profile(
+    model: ModelOpt = DEFAULT_MODELS,
+    input: Annotated[Optional[str], typer.Option("--input", "-i", help="HxW; default: the model's own.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward.")] = 1,
+    device: Annotated[str, typer.Option(help="cpu or cuda (cuda:N for another GPU).")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="fp32, fp16 or bf16 (weights and input).")] = "fp32",
+    channels_last: Annotated[bool, typer.Option("--channels-last", help="NHWC memory format.")] = False,
+    by: Annotated[By, typer.Option(help="Rows by module (hooks) or by aten operator (torch.profiler).")] = By.module,
+    depth: Annotated[int, typer.Option(min=0, help="Module depth of the rows (--by module).")] = 2,
+    convention: Annotated[str, typer.Option(help=f"MAC convention of the count column: {', '.join(CONVENTION_NAMES)}.")
+                          ] = DEFAULT.name,
+    small_mflops: Annotated[
+        Optional[float], typer.Option("--small-mflops", min=0, help="Small-ops view: module code under this many "
+                                                                    "MFLOPs per call (default: 10).")
+    ] = None,
+    warmup: Annotated[int, typer.Option(help="Untimed plain calls before timing (and one of each instrumented).")] = 3,
+    iters: Annotated[Optional[int], typer.Option(help="Rounds (default: --min-time 1).")] = None,
+    min_time: Annotated[
+        Optional[float], typer.Option("--min-time", help="Rounds until the plain calls take this many seconds "
+                                                         "(at least 5).")
+    ] = None,
+    threads: ThreadsOpt = None,
+    plot: Annotated[Optional[str], typer.Option(help="Also write roofline.png and roofline.svg to this folder.")] = None,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+):
+    """Where the time goes beside where the FLOPs go: per module or operator, time share, MACs, achieved GFLOP/s."""
+    from . import latency as harness
+    from . import plots
+    from .conventions import Convention
+    from .profile import profile_models
+
+    _output_format(as_json, as_csv)
+    if plot is not None and by == By.operator:
+        raise UsageError("--plot draws modules on a roofline; leave out --by operator")
+    chosen = Convention.parse(convention)
+    settings = harness.LatencySettings(device=device, dtype=dtype, channels_last=channels_last, warmup=warmup,
+                                       iters=iters, min_time=min_time, threads=threads)
+    size = zoo.parse_size(input) if input else None
+    names = [i.name for i in zoo.resolve(model)]
+    if plot is not None:
+        _check_writable(plot)
+
+    def warn(message: str) -> None:
+        output.err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+
+    with _progress("profiling") as tick:
+        results = profile_models(names, size, batch_size, settings, by=by.value, depth=depth, convention=chosen,
+                                 small_mflops=small_mflops, progress=tick, warn=warn)
+    _emit(results, as_json, as_csv)
+    if plot is not None:
+        written = output.write_files(plot, plots.roofline(results))
+        listed = ", ".join(str(p) for p in written) or "no roofline: no module row had time, FLOPs and bytes"
+        output.err_console.print(f"wrote {listed}", highlight=False, soft_wrap=True)
+
+
 def _latency_settings(device: Device | None, threads: int | None, rounds: int):
     """Settings for the claims' latency rows, checked before anything is counted or built."""
     if device is None:

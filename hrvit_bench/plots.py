@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 matplotlib.rcParams["svg.hashsalt"] = "hrvit-bench"  # stable SVG ids: committed plots change only with the data
@@ -92,5 +93,52 @@ def latency_vs_flops(report) -> dict[str, bytes]:
     return _render(fig, "latency_vs_flops")
 
 
+def roofline(profiles) -> dict[str, bytes]:
+    """Each module row of each profile as a point: FLOPs per byte moved (a lower bound on traffic, so a point can
+    only move left) against achieved GFLOP/s, under the measured roofs and, on a known GPU, the datasheet's."""
+    profiles = [p for p in profiles if p.roofline_rows()]
+    if not profiles:
+        return {}
+    roof = profiles[0].roofline
+    rows = [r for p in profiles for r in p.roofline_rows()]
+    low = min(r.intensity for r in rows) / 2
+    high = max(max(r.intensity for r in rows), roof.ridge, *(peak / roof.datasheet_gbs for peak in
+                                                               roof.datasheet_gflops.values() if roof.datasheet_gbs)) * 2
+    xs = np.geomspace(low, high, 256)
+    fig, ax = plt.subplots(figsize=(8.5, 5.5))
+    ax.plot(xs, [roof.bound(x) for x in xs], color="black", linewidth=1.2,
+            label=f"measured: {roof.dtype} matmul {roof.measured_gflops:,.0f} GFLOP/s, copy {roof.measured_gbs:,.1f} GB/s")
+    for key, peak in roof.datasheet_gflops.items():
+        bandwidth = roof.datasheet_gbs or roof.measured_gbs
+        ax.plot(xs, np.minimum(peak, bandwidth * xs), color="0.45", linestyle="--", linewidth=1,
+                label=f"datasheet: {key} {peak:,.0f} GFLOP/s, " + (f"{bandwidth:,.0f} GB/s" if roof.datasheet_gbs
+                                                                  else "measured bandwidth"))
+    families = [zoo.info(p.model).family for p in profiles]
+    palette = ([FAMILY_COLORS.get(f, "black") for f in families] if len(set(families)) == len(families)
+               else [f"C{i}" for i in range(len(profiles))])
+    unplotted = []
+    for profile, color in zip(profiles, palette):
+        points = profile.roofline_rows()
+        ax.scatter([r.intensity for r in points], [r.gflops for r in points], s=[12 + 600 * r.share for r in points],
+                   color=color, alpha=0.65, edgecolors="none",
+                   label=f"{profile.model} @ {zoo.format_size(profile.input_shape[2:])}, modules at depth "
+                         f"{profile.depth} (area: share of time)")
+        for i, r in enumerate(sorted(points, key=lambda r: -r.share)[:4]):
+            ax.annotate(".".join(r.name.split(".")[-2:]), (r.intensity, r.gflops), fontsize=6.5, color=color,
+                        xytext=(5, 6 if i % 2 else -9), textcoords="offset points")
+        unplotted.append(f"{profile.model}: {100 * (1 - sum(r.share for r in points)):.0f}%")
+    ax.text(0.01, 0.99, "time not on the plot (parents' own code, code outside modules, modules without FLOPs):\n"
+            + ", ".join(unplotted), transform=ax.transAxes, fontsize=7, va="top", color="0.3")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity: FLOPs / bytes moved (parameters + input and output activations)")
+    ax.set_ylabel("achieved GFLOP/s (2 x MACs / median time)")
+    threads = f", {roof.threads} thread{'s' if roof.threads != 1 else ''}" if "cuda" not in profiles[0].settings.device else ""
+    ax.set_title(f"roofline: {roof.device_name}{threads}, {roof.dtype}", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="lower right")
+    return _render(fig, "roofline")
+
+
 def render_all(report) -> dict[str, bytes]:
-    return {**params_vs_flops(report), **claim_bars(report), **latency_vs_flops(report)}
+    return {**params_vs_flops(report), **claim_bars(report), **latency_vs_flops(report), **roofline(report.profiles)}

@@ -93,6 +93,7 @@ class Report:
     environment: dict
     wall_time_s: float
     engine: str
+    profiles: list = field(default_factory=list)  # with --latency: profile.REPORT_MODELS, for the roofline plot
 
     @classmethod
     def measure(cls, engine: str = "meta", progress=None, latency: LatencySettings | None = None,
@@ -103,8 +104,13 @@ class Report:
                         | {(p.model, p.input) for p in load_published()}, jobs, progress)
         rows = count_zoo(counts)
         claims = ClaimsReport.measure(counts=counts, latency=latency, progress=progress)
+        profiles = []
+        if latency is not None:
+            from .profile import profile_for_report
+
+            profiles = profile_for_report(latency, progress)
         wall = time.perf_counter() - start
-        return cls(rows, claims, Environment.capture("cpu").to_dict(), wall, engine)
+        return cls(rows, claims, Environment.capture("cpu").to_dict(), wall, engine, profiles)
 
     @property
     def latency(self) -> list[dict]:
@@ -139,6 +145,7 @@ class Report:
             "environment": self.environment | {"wall_time_s": round(self.wall_time_s, 2), "engine": self.engine},
             "models": [r.to_dict() for r in self.rows],
             **self.claims.to_dict(),
+            **({"profiles": [p.to_dict() for p in self.profiles]} if self.profiles else {}),
         }
 
     def files(self) -> dict[str, str | bytes]:
