@@ -337,6 +337,10 @@ def profile(
                                                          "(at least 5).")
     ] = None,
     threads: ThreadsOpt = None,
+    cpu_time: Annotated[
+        bool, typer.Option("--cpu-time", help="With --threads 1 on a CPU: time on the thread's CPU clock, which leaves "
+                                              "out the time a shared machine gives to other processes.")
+    ] = False,
     plot: Annotated[Optional[str], typer.Option(help="Also write roofline.png and roofline.svg to this folder.")] = None,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
@@ -363,7 +367,8 @@ def profile(
 
     with _progress("profiling") as tick:
         results = profile_models(names, size, batch_size, settings, by=by.value, depth=depth, convention=chosen,
-                                 small_mflops=small_mflops, progress=tick, warn=warn)
+                                 small_mflops=small_mflops, clock="thread" if cpu_time else "wall", progress=tick,
+                                 warn=warn)
     _emit(results, as_json, as_csv)
     if plot is not None:
         written = output.write_files(plot, plots.roofline(results))

@@ -30,6 +30,7 @@ intermediate tensors inside the module are not counted.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import os
 import statistics
@@ -48,7 +49,7 @@ from .conventions import DEFAULT, Convention
 from .cost import count_model
 from .counting import MacCount, module_depth
 from .environment import Environment
-from .errors import first_line
+from .errors import UsageError, first_line
 from .latency import LatencySettings, make_step, pinned, preflight, prepare
 from .latency.settings import DTYPES
 from .latency.sweep import out_of_memory_in, random_input
@@ -122,8 +123,26 @@ class CudaStamps(CudaEventClock):
         return [self.start.elapsed_time(event) for event in stamps]
 
 
-def stamps_for(device: torch.device) -> CpuStamps | CudaStamps:
-    return CudaStamps() if device.type == "cuda" else CpuStamps()
+class ThreadTimeStamps(CpuStamps):
+    """The calling thread's CPU clock (``time.thread_time_ns``), for one thread on a shared machine: it leaves out
+    the time the OS gives to other processes, and so also any wait; it is not a latency."""
+
+    def time(self, step: Callable[[], object]) -> float:
+        start = time.thread_time_ns()
+        step()
+        return (time.thread_time_ns() - start) / 1e6
+
+    def stamp(self) -> int:
+        return time.thread_time_ns()
+
+
+CLOCKS = {"wall": "wall clock (CUDA events on a GPU)", "thread": "the thread's CPU time"}
+
+
+def stamps_for(device: torch.device, clock: str = "wall") -> CpuStamps | CudaStamps:
+    if device.type == "cuda":
+        return CudaStamps()
+    return ThreadTimeStamps() if clock == "thread" else CpuStamps()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -581,6 +600,8 @@ class ProfileReport:
     convention: Convention
     settings: LatencySettings
     environment: Environment
+    clock: str = "wall"  # a CLOCKS key
+    total_macs: int = 0  # the whole forward, of the operators the convention counts
     rows: list[ProfileRow] = field(default_factory=list)
     check: SumCheck | None = None
     small_ops: SmallOps | None = None
@@ -607,6 +628,9 @@ class ProfileReport:
             "settings": self.settings.to_dict(),
             "environment": self.environment.to_dict(),
             "rounds": self.rounds,
+            "clock": CLOCKS[self.clock],
+            "total_macs": self.total_macs,
+            "gflops_per_s": self.gflops,
             "rows": [r.to_dict() for r in self.rows],
             "check": self.check.to_dict() if self.check else None,
             "small_ops": self.small_ops.to_dict() if self.small_ops else None,
@@ -637,10 +661,26 @@ class ProfileReport:
         raw = macs * (2 if self.convention.unit == "flops" else 1)
         return f"{self.convention.giga_value(raw):.3f}"
 
+    @property
+    def gflops(self) -> float | None:
+        """The whole forward's achieved GFLOP/s, at the plain median."""
+        return 2 * self.total_macs / (self.check.plain_ms * 1e-3) / 1e9 if self.check else None
+
+    def headline(self) -> str:
+        """The numbers to set beside another model's: time, work, rate, operators, small ops."""
+        text = (f"Forward: {self.check.plain_ms:.1f} ms (plain median), {self._count_cell(self.total_macs)} "
+                f"{self._count_header()}, {self.gflops:.1f} GFLOP/s")
+        if self.operator_calls:
+            calls = self.operator_calls.top_level
+            text += f"; {calls:,} aten operators from Python ({calls / self.check.plain_ms:.1f} per ms)"
+        if self.small_ops:
+            text += f"; {100 * self.small_ops.share:.1f}% of the time in small ops"
+        return text + "."
+
     def _caption(self) -> str:
-        lines = [self.check.describe(self.depth)] if self.check else []
+        lines = [self.headline(), self.check.describe(self.depth)] if self.check else []
         lines += [part.describe() for part in (self.small_ops, self.operator_calls) if part]
-        lines.append(f"{self.environment.summary()}; {self.rounds} rounds, medians."
+        lines.append(f"{self.environment.summary()}; {self.rounds} rounds, medians, {CLOCKS[self.clock]}."
                      + (f" {self.roofline.describe()}." if self.roofline else ""))
         lines.append(f"{self._count_header()}: {self.convention.label}. GFLOP/s: 2 x MACs / median time.")
         if self.by == "module":
@@ -666,7 +706,7 @@ class ProfileReport:
         module_view = self.by == "module"
         title = f"{where}: where the time goes, by {'module to depth ' + str(self.depth) if module_view else 'operator'}"
         table = Table(title=title, caption=self._caption(), caption_justify="left")
-        columns = [self.by, "time", "ms", "ms/call" if module_view else "µs/call", "calls", self._count_header(),
+        columns = [self.by, "share", "ms", "ms/call" if module_view else "µs/call", "calls", self._count_header(),
                    "GFLOP/s"] + (["params", "FLOP/B", "ops"] if module_view else [])
         for col in columns:
             table.add_column(col, justify="left" if col == self.by else "right", no_wrap=True)
@@ -793,18 +833,20 @@ def operator_rows(samples: list[ProfiledSample], count: MacCount, convention: Co
 
 
 def _profile(info, shape, settings: LatencySettings, env: Environment, roof: Roofline, by: str, depth: int,
-             convention: Convention, small_mflops: float) -> ProfileReport:
-    report = ProfileReport(info.name, shape, by, depth, convention, settings, env, roofline=roof)
+             convention: Convention, small_mflops: float, clock_name: str, warnings: list[str]) -> ProfileReport:
+    report = ProfileReport(info.name, shape, by, depth, convention, settings, env, roofline=roof,
+                           clock=clock_name, warnings=list(warnings))
     costs = ModuleCosts.measure(zoo.build(info.name, device="meta"), shape, info.name, settings.dtype)
+    report.total_macs = costs.macs("", convention)
     device = settings.torch_device
     model = prepare(zoo.build(info.name, device=str(device)), settings)
-    clock = stamps_for(device)
+    clock = stamps_for(device, clock_name)
     x = step = None
     try:
         with torch.inference_mode():
             x = random_input(shape, settings)
             step = make_step(model, x, settings)
-            plain = lambda: clock.time(step)  # noqa: E731
+            plain = functools.partial(clock.time, step)
             if by == "module":
                 _profile_modules(report, model, costs, clock, step, plain, small_mflops)
             else:
@@ -863,12 +905,16 @@ def _check(instrument: str, plain: list[float], instrumented: list[float], rows:
 def profile_models(
     names: list[str], size: tuple[int, int] | None, batch_size: int, settings: LatencySettings, *,
     by: str = "module", depth: int = 2, convention: Convention = DEFAULT,
-    small_mflops: float | None = None, progress: Callable[[str], None] | None = None,
+    small_mflops: float | None = None, clock: str = "wall", progress: Callable[[str], None] | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> list[ProfileReport]:
     """Profile each model on one input; the roofs are measured once, first, on the same pinned threads.
-    ``small_mflops``: the small-ops view's threshold (None: DEFAULT_SMALL_MFLOPS)."""
+    ``small_mflops``: the small-ops view's threshold (None: DEFAULT_SMALL_MFLOPS). ``clock="thread"``: the
+    thread's CPU time, on a CPU at one thread only."""
     small_mflops = DEFAULT_SMALL_MFLOPS if small_mflops is None else small_mflops
+    if clock == "thread" and (settings.torch_device.type != "cpu" or settings.threads != 1):
+        raise UsageError("--cpu-time needs --device cpu and --threads 1: a thread's CPU clock sees only its own "
+                         "work")
     warnings = preflight(settings)
     plans = [(info, zoo.input_shape(info, size, batch_size)) for info in map(zoo.info, names)]
     progress = progress or (lambda label: None)
@@ -882,7 +928,8 @@ def profile_models(
         roof = roofline.measure(settings, env)
         for info, shape in plans:
             progress(f"profiling {info.name} {zoo.format_size(shape)}")
-            reports.append(_profile(info, shape, settings, env, roof, by, depth, convention, small_mflops))
+            reports.append(_profile(info, shape, settings, env, roof, by, depth, convention, small_mflops, clock,
+                                    warnings))
     return reports
 
 

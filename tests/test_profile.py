@@ -110,7 +110,7 @@ TIMED = "toy_profile_timed"
 @pytest.fixture
 def timed(monkeypatch, fixed_roofs):
     clock = FakeClock()
-    monkeypatch.setattr(profile, "stamps_for", lambda device: clock)
+    monkeypatch.setattr(profile, "stamps_for", lambda device, name="wall": clock)
     models.register_model(family="toy", variant="t", task="backbone", input_size=(8, 8), reference="test",
                           official_code="none", input_multiple=1, name=TIMED)(lambda **kw: TimedNet(clock))
     yield clock
@@ -497,14 +497,36 @@ def test_profile_tables_and_plot(toy_model, fixed_roofs, tmp_path):
     assert (tmp_path / "roofline.png").is_file() and (tmp_path / "roofline.svg").is_file()
 
 
+def test_cpu_time_runs_on_the_threads_cpu_clock(toy_model, fixed_roofs):
+    result = run("profile", "-m", toy_model, "--iters", "2", "--warmup", "0", "--threads", "1", "--cpu-time", "--json")
+    assert result.exit_code == 0, result.output
+    [data] = json.loads(result.stdout)
+    assert data["clock"] == "the thread's CPU time"
+    assert isinstance(profile.stamps_for(torch.device("cpu"), "thread"), profile.ThreadTimeStamps)
+    assert type(profile.stamps_for(torch.device("cpu"))) is profile.CpuStamps
+
+
+def test_thread_clock_counts_work_not_waiting():
+    import time
+
+    clock = profile.ThreadTimeStamps()
+    assert clock.time(lambda: time.sleep(0.05)) < 25  # ms: a sleeping thread uses no CPU time
+    assert clock.times([2_000_000, 5_000_000]) == [0.0, 3.0]  # ns stamps, ms since the first
+
+
 @pytest.mark.parametrize("args, message", [
+    (["--cpu-time", "--threads", "2"], "--cpu-time needs --device cpu and --threads 1"),
+    (["--cpu-time", "--device", "cuda", "--threads", "1"], "--cpu-time needs --device cpu and --threads 1"),
     (["--json", "--csv"], "give --json or --csv, not both"),
     (["--by", "operator", "--plot", "x"], "--plot draws modules"),
     (["--convention", "bogus"], "unknown convention"),
     (["--dtype", "fp8"], "unknown dtype"),
     (["--input", "0x5"], "must be positive"),
 ])
-def test_profile_usage_errors_are_one_line_exit_2(toy_model, args, message):
+def test_profile_usage_errors_are_one_line_exit_2(monkeypatch, toy_model, args, message):
+    from hrvit_bench.latency import settings
+
+    monkeypatch.setattr(settings, "available_cpus", lambda: 4)  # --threads 2 is allowed on any machine
     result = run("profile", "-m", toy_model, *args)
     assert result.exit_code == 2
     [line] = result.output.strip().splitlines()
