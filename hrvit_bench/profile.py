@@ -576,10 +576,10 @@ class OperatorCalls:
     aten_events: int  # every aten event, nested calls included
     kernel_launches: int | None  # CUDA runtime/driver launch calls, per forward (GPU only)
 
-    def describe(self) -> str:
-        text = (f"Operator calls per forward: {self.top_level:,} aten operators called from Python "
-                f"({self.aten_events:,} aten events in all)")
-        return text + (f", {self.kernel_launches:,} kernel launches." if self.kernel_launches is not None else ".")
+    def describe(self, plain_ms: float) -> str:
+        text = (f"{self.top_level:,} aten operators from Python ({self.top_level / plain_ms:.1f} per ms; "
+                f"{self.aten_events:,} aten events in all)")
+        return text + (f", {self.kernel_launches:,} kernel launches" if self.kernel_launches is not None else "")
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -671,15 +671,14 @@ class ProfileReport:
         text = (f"Forward: {self.check.plain_ms:.1f} ms (plain median), {self._count_cell(self.total_macs)} "
                 f"{self._count_header()}, {self.gflops:.1f} GFLOP/s")
         if self.operator_calls:
-            calls = self.operator_calls.top_level
-            text += f"; {calls:,} aten operators from Python ({calls / self.check.plain_ms:.1f} per ms)"
+            text += f"; {self.operator_calls.describe(self.check.plain_ms)}"
         if self.small_ops:
             text += f"; {100 * self.small_ops.share:.1f}% of the time in small ops"
         return text + "."
 
     def _caption(self) -> str:
         lines = [self.headline(), self.check.describe(self.depth)] if self.check else []
-        lines += [part.describe() for part in (self.small_ops, self.operator_calls) if part]
+        lines += [self.small_ops.describe()] if self.small_ops else []
         lines.append(f"{self.environment.summary()}; {self.rounds} rounds, medians, {CLOCKS[self.clock]}."
                      + (f" {self.roofline.describe()}." if self.roofline else ""))
         lines.append(f"{self._count_header()}: {self.convention.label}. GFLOP/s: 2 x MACs / median time.")

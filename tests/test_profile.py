@@ -319,6 +319,7 @@ def test_operator_calls_scopes_and_launches_from_events():
     assert (calls.top_level, calls.aten_events, calls.kernel_launches) == (4, 6, 3)
     assert sample.scopes() == ["stem", "stem", None, None]
     assert _sample(1.0).operator_calls().kernel_launches is None  # CPU: no launches to count
+    assert calls.describe(2.0) == "4 aten operators from Python (2.0 per ms; 6 aten events in all), 3 kernel launches"
 
 
 def test_the_operator_view_on_the_known_toy(toy_model, fixed_roofs):
