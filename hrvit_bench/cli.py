@@ -341,7 +341,7 @@ def profile(
         bool, typer.Option("--cpu-time", help="With --threads 1 on a CPU: time on the thread's CPU clock, which leaves "
                                               "out the time a shared machine gives to other processes.")
     ] = False,
-    plot: Annotated[Optional[str], typer.Option(help="Also write roofline.png and roofline.svg to this folder.")] = None,
+    plot: Annotated[Optional[str], typer.Option(help="Also write roofline.png and .svg to this folder.")] = None,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
 ):

@@ -102,12 +102,13 @@ def roofline(profiles) -> dict[str, bytes]:
     roof = profiles[0].roofline
     rows = [r for p in profiles for r in p.roofline_rows()]
     low = min(r.intensity for r in rows) / 2
-    high = max(max(r.intensity for r in rows), roof.ridge, *(peak / roof.datasheet_gbs for peak in
-                                                               roof.datasheet_gflops.values() if roof.datasheet_gbs)) * 2
+    ridges = [peak / roof.datasheet_gbs for peak in roof.datasheet_gflops.values()] if roof.datasheet_gbs else []
+    high = max(max(r.intensity for r in rows), roof.ridge, *ridges) * 2
     xs = np.geomspace(low, high, 256)
     fig, ax = plt.subplots(figsize=(8.5, 5.5))
     ax.plot(xs, [roof.bound(x) for x in xs], color="black", linewidth=1.2,
-            label=f"measured: {roof.dtype} matmul {roof.measured_gflops:,.0f} GFLOP/s, copy {roof.measured_gbs:,.1f} GB/s")
+            label=f"measured: {roof.dtype} matmul {roof.measured_gflops:,.0f} GFLOP/s, copy "
+                  f"{roof.measured_gbs:,.1f} GB/s")
     for key, peak in roof.datasheet_gflops.items():
         bandwidth = roof.datasheet_gbs or roof.measured_gbs
         ax.plot(xs, np.minimum(peak, bandwidth * xs), color="0.45", linestyle="--", linewidth=1,
@@ -133,7 +134,8 @@ def roofline(profiles) -> dict[str, bytes]:
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity: FLOPs / bytes moved (parameters + input and output activations)")
     ax.set_ylabel("achieved GFLOP/s (2 x MACs / median time)")
-    threads = f", {roof.threads} thread{'s' if roof.threads != 1 else ''}" if "cuda" not in profiles[0].settings.device else ""
+    on_cpu = profiles[0].settings.torch_device.type == "cpu"
+    threads = f", {roof.threads} thread{'s' if roof.threads != 1 else ''}" if on_cpu else ""
     ax.set_title(f"roofline: {roof.device_name}{threads}, {roof.dtype}", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="lower right")

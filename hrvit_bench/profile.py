@@ -703,7 +703,8 @@ class ProfileReport:
             table.add_row(self.error)
             return [table]
         module_view = self.by == "module"
-        title = f"{where}: where the time goes, by {'module to depth ' + str(self.depth) if module_view else 'operator'}"
+        rows_are = f"module to depth {self.depth}" if module_view else "operator"
+        title = f"{where}: where the time goes, by {rows_are}"
         table = Table(title=title, caption=self._caption(), caption_justify="left")
         columns = [self.by, "share", "ms", "ms/call" if module_view else "µs/call", "calls", self._count_header(),
                    "GFLOP/s"] + (["params", "FLOP/B", "ops"] if module_view else [])
@@ -764,7 +765,8 @@ def module_rows(plan: RowPlan, samples: list[HookedSample], costs: ModuleCosts, 
             continue
         per_forward = _median([sum(s.own_ms.get(m, 0.0) for m in timed) for s in samples])
         # A container that is never called itself (a ModuleList): the calls of the modules it holds.
-        calls = [c for s in samples for m in timed for c in (s.call_own_ms if kind == "self" else s.call_ms)[m]]
+        calls = [c for s in samples for m in timed
+                 for c in (s.call_own_ms if kind == "self" else s.call_ms).get(m, ())]
         rows.append(ProfileRow(
             name=(f"{name} (self)" if name else "(model self)") if kind == "self" else (name or "(model)"),
             kind=kind, ms=per_forward, ms_per_call=_median(calls), calls=len(calls) / len(samples),
