@@ -118,18 +118,20 @@ def roofline(profiles) -> dict[str, bytes]:
     palette = ([FAMILY_COLORS.get(f, "black") for f in families] if len(set(families)) == len(families)
                else [f"C{i}" for i in range(len(profiles))])
     unplotted = []
-    for profile, color in zip(profiles, palette):
+    for index, (profile, color) in enumerate(zip(profiles, palette)):
         points = profile.roofline_rows()
         ax.scatter([r.intensity for r in points], [r.gflops for r in points], s=[12 + 600 * r.share for r in points],
                    color=color, alpha=0.65, edgecolors="none",
                    label=f"{profile.model} @ {zoo.format_size(profile.input_shape[2:])}, modules at depth "
                          f"{profile.depth} (area: share of time)")
-        for i, r in enumerate(sorted(points, key=lambda r: -r.share)[:4]):
-            ax.annotate(".".join(r.name.split(".")[-2:]), (r.intensity, r.gflops), fontsize=6.5, color=color,
-                        xytext=(5, 6 if i % 2 else -9), textcoords="offset points")
-        unplotted.append(f"{profile.model}: {100 * (1 - sum(r.share for r in points)):.0f}%")
-    ax.text(0.01, 0.99, "time not on the plot (parents' own code, code outside modules, modules without FLOPs):\n"
-            + ", ".join(unplotted), transform=ax.transAxes, fontsize=7, va="top", color="0.3")
+        largest = max(points, key=lambda r: r.share)  # one label per model, above or below: points crowd
+        ax.annotate(f"{'.'.join(largest.name.split('.')[-2:])} ({100 * largest.share:.0f}% of the time)",
+                    (largest.intensity, largest.gflops), fontsize=7, color=color, ha="right",
+                    xytext=(-40, 26 if index % 2 == 0 else -26), textcoords="offset points",
+                    arrowprops={"arrowstyle": "-", "color": color, "linewidth": 0.6})
+        unplotted.append(f"{profile.model} {100 * (1 - sum(r.share for r in points)):.0f}%")
+    ax.annotate("Time not on the plot (parents' own code, code outside modules, modules without FLOPs): "
+                + ", ".join(unplotted) + ".", xy=(0, -0.15), xycoords="axes fraction", fontsize=7, color="0.3")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity: FLOPs / bytes moved (parameters + input and output activations)")

@@ -512,6 +512,8 @@ class SumCheck:
     parts_ms: dict[str, float]  # row kind -> the sum of those rows' medians
     on_gpu: bool = False
     margin: float = MARGIN
+    plain_samples_ms: list[float] = field(default_factory=list)  # per round, for a check that fails
+    instrumented_samples_ms: list[float] = field(default_factory=list)
 
     @property
     def rows_ms(self) -> float:
@@ -528,6 +530,25 @@ class SumCheck:
     @property
     def ok(self) -> bool:
         return abs(self.agreement - 1) <= self.margin
+
+    @property
+    def spread(self) -> float | None:
+        """The plain forwards' own spread, IQR / median: noise the check cannot tell from the instrument's cost."""
+        if len(self.plain_samples_ms) < 4:
+            return None
+        q1, _, q3 = statistics.quantiles(self.plain_samples_ms, n=4)
+        return (q3 - q1) / self.plain_ms
+
+    def why(self) -> str:
+        """For a check outside the margin: noise, or the instrument's cost."""
+        head = f"the rows sum to {100 * self.agreement:.1f}% of the plain median, outside ±{100 * self.margin:g}%"
+        if self.spread is None:
+            return f"{head}, and too few rounds to tell noise from the instrument's cost: time more rounds (--iters)"
+        if self.spread >= self.margin:
+            return (f"{head}; the plain forwards alone spread by {100 * self.spread:.1f}% (IQR / median): the machine "
+                    "is noisy; time more rounds (--iters) or on a quieter machine")
+        return (f"{head}; the plain forwards spread by only {100 * self.spread:.1f}%: the {self.instrument} forward "
+                f"costs {100 * self.overhead:+.1f}%, more than the margin allows")
 
     def describe(self, depth: int | None = None) -> str:
         verdict = "ok" if self.ok else "OUTSIDE the margin"
@@ -547,7 +568,7 @@ class SumCheck:
 
     def to_dict(self) -> dict:
         return {**self.__dict__, "rows_ms": self.rows_ms, "agreement": self.agreement, "overhead": self.overhead,
-                "ok": self.ok}
+                "ok": self.ok, "plain_spread": self.spread}
 
 
 @dataclass
@@ -869,8 +890,7 @@ def _profile(info, shape, settings: LatencySettings, env: Environment, roof: Roo
     if device.type == "cuda":
         torch.cuda.empty_cache()
     if report.check is not None and not report.check.ok:
-        report.warnings.append(f"the rows sum to {100 * report.check.agreement:.1f}% of the plain median, outside "
-                               f"±{100 * MARGIN:g}%: the machine's load changed, or the instrument costs too much")
+        report.warnings.append(report.check.why())
     return report
 
 
@@ -900,7 +920,8 @@ def _check(instrument: str, plain: list[float], instrumented: list[float], rows:
     parts: Counter = Counter()
     for r in rows:
         parts[r.kind] += r.ms
-    return SumCheck(instrument, _median(plain), _median(instrumented), dict(parts), on_gpu)
+    return SumCheck(instrument, _median(plain), _median(instrumented), dict(parts), on_gpu,
+                    plain_samples_ms=list(plain), instrumented_samples_ms=list(instrumented))
 
 
 def profile_models(

@@ -149,11 +149,20 @@ def test_module_rows_and_the_sum_check_under_a_fake_clock(timed, h):
 
 def test_the_sum_check_fails_when_hooks_cost_more_than_the_margin(timed):
     timed.hook_ms = 0.1  # 10 stamps x 0.1 ms on an 8.75 ms forward: 11.4%
-    [report] = profile_models([TIMED], None, 1, _settings(), depth=1)
+    [report] = profile_models([TIMED], None, 1, _settings(iters=4), depth=1)  # 4 rounds: enough for a spread
     assert report.check.agreement == pytest.approx(1 + 1.0 / PLAIN_MS)
     assert not report.check.ok
     assert "OUTSIDE the margin" in report.check.describe(1)
-    assert any("outside ±5%" in w for w in report.warnings)
+    assert any("outside ±5%" in w and "spread by only 0.0%" in w for w in report.warnings)  # the fake clock is steady
+
+
+def test_a_failed_check_says_whether_it_was_noise():
+    noisy = SumCheck("hooked", 100.0, 100.0, {"module": 90.0}, plain_samples_ms=[80.0, 90.0, 100.0, 110.0, 120.0])
+    assert noisy.spread == pytest.approx((115.0 - 85.0) / 100.0)  # statistics.quantiles' exclusive method, by hand
+    assert "the machine is noisy" in noisy.why()
+    steady = SumCheck("hooked", 100.0, 112.0, {"module": 112.0}, plain_samples_ms=[99.0, 100.0, 100.0, 101.0])
+    assert "costs +12.0%" in steady.why()
+    assert "too few rounds" in SumCheck("hooked", 100.0, 90.0, {"module": 90.0}, plain_samples_ms=[100.0]).why()
 
 
 def test_sum_check_arithmetic_by_hand():
