@@ -5,7 +5,7 @@ measured under the latency harness's rules: the same settings, warm-up, pinned t
 inference mode and GC off.
 
 **By module**, times come from forward hooks. Each hook writes a clock reading and nothing else: on CPU
-``time.perf_counter_ns``, on CUDA a recorded CUDA event. The events are read once the forward has finished and the
+``time.perf_counter_ns`` (or the thread's CPU clock, ``--cpu-time``), on CUDA a recorded CUDA event. The events are read once the forward has finished and the
 device is synchronised, so no hook waits for the GPU. Only the modules that make up the rows are hooked: every
 module to ``depth``, and below an uncalled container such as a ``ModuleList``, the first modules that are
 called. A module's *own* time is its calls minus the hooked calls inside them. A row at ``depth`` sums the own
