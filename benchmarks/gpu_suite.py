@@ -7,6 +7,8 @@ Sections, in order (benchmarks/GPU_SUITE.md says how to run it and read the resu
   repeat     one point (hrvit_b1 at 512, fp32) measured afresh 5 times: the run-to-run CV of the median
   batch      hrvit_b1 at 512, fp32, batch 1, 2, 4, ... until the first out-of-memory point or the cap
   claims     `hrvit-bench claims --latency cuda --json` in a subprocess (the A/B comparisons behind the claims)
+  profile    `hrvit-bench profile --device cuda --json` in a subprocess: by module (HRViT-b1, MiT-B1, with the
+             roofline drawn into the output folder) and by operator (HRViT-b1)
   compile    mit_b1 and hrvit_b1 at 512, fp32: CUDA graphs (manual capture), and torch.compile with CUDA graphs
              (mode="reduce-overhead"); plain torch.compile on CPU (the smoke)
 
@@ -69,7 +71,7 @@ from hrvit_bench.output import write_files  # noqa: E402
 
 SEGMENTERS = ("hrvit_b1_seg_ade20k", "hrvit_b2_seg_ade20k", "hrvit_b3_seg_ade20k", "mit_b1_seg_ade20k",
               "mit_b2_seg_ade20k", "cswin_t_seg_ade20k", "cswin_s_seg_ade20k")
-SECTIONS = ("agreement", "eager", "repeat", "batch", "claims", "compile")
+SECTIONS = ("agreement", "eager", "repeat", "batch", "claims", "profile", "compile")
 MODES = {"graphs": {"cuda_graphs": True}, "compile": {"compile": True},
          "compile-graphs": {"compile": True, "cuda_graphs": True}}
 OUT_OF_MEMORY, ERROR = "oom", "error"
@@ -100,6 +102,7 @@ class Config:
     repeats: int
     claims_args: tuple[str, ...]
     claims_timeout_s: float
+    profile_args: tuple[tuple[str, ...], ...]  # one `hrvit-bench profile` call per point; --plot OUT is added
     # Seconds per point, before any point of the kind has run: GPU guesses (compilation scaled from cold CPU
     # compiles, where hrvit_b1 used 3.3x mit_b1's CPU time); once a kind has run, its measured mean replaces them.
     priors: dict[str, float] = field(default_factory=dict)
@@ -115,7 +118,10 @@ GPU = Config(
     compile_models=("mit_b1_seg_ade20k", "hrvit_b1_seg_ade20k"), compile_modes=("graphs", "compile-graphs"),
     compile_warmup=5, small_size="512x512", small_model="hrvit_b1_seg_ade20k", batch_cap=256, repeats=5,
     claims_args=("claims", "--latency", "cuda", "--json"), claims_timeout_s=240,
-    priors={"agreement": 8, "eager": 3, "repeat": 3, "batch": 5, "claims": 150, "graphs": 5,
+    profile_args=(("profile", "-m", "hrvit_b1_seg_ade20k", "-m", "mit_b1_seg_ade20k", "--device", "cuda",
+                   "--depth", "2", "--json"),
+                  ("profile", "-m", "hrvit_b1_seg_ade20k", "--device", "cuda", "--by", "operator", "--json")),
+    priors={"agreement": 8, "eager": 3, "repeat": 3, "batch": 5, "claims": 150, "profile": 40, "graphs": 5,
             "compile mit_b1_seg_ade20k": 60, "compile hrvit_b1_seg_ade20k": 180,
             "compile-graphs mit_b1_seg_ade20k": 60, "compile-graphs hrvit_b1_seg_ade20k": 180},
 )
@@ -130,7 +136,10 @@ SMOKE = Config(
     claims_args=("claims", "--latency", "cpu", "--claim", "ade-b1-vs-mitb1", "--rounds", "2", "--threads", "1",
                  "--json"),
     claims_timeout_s=180,
-    priors={"agreement": 3, "eager": 2, "repeat": 2, "batch": 2, "claims": 60, "compile mit_b1_seg_ade20k": 60},
+    profile_args=(("profile", "-m", "mit_b1_seg_ade20k", "--input", "64x64", "--depth", "1", "--iters", "2",
+                   "--threads", "1", "--json"),),
+    priors={"agreement": 3, "eager": 2, "repeat": 2, "batch": 2, "claims": 60, "profile": 30,
+            "compile mit_b1_seg_ade20k": 60},
 )
 
 
@@ -295,8 +304,9 @@ class Suite:
         return [self.latency_point("batch", c.small_model, c.small_size, "fp32", "batch", batch=2**i,
                                    batch_cap=c.batch_cap) for i in range(c.batch_cap.bit_length())]
 
-    def points_claims(self) -> list[Point]:
-        command = [sys.executable, str(Path(__file__).resolve()), "hrvit-bench", *self.config.claims_args]
+    def cli_point(self, section: str, point_id: str, args: tuple[str, ...], key: str) -> Point:
+        """One CLI call in a subprocess, its ``--json`` output stored under ``key``; a failure is recorded."""
+        command = [sys.executable, str(Path(__file__).resolve()), "hrvit-bench", *args]
 
         def measure() -> dict:
             timeout = max(10.0, min(self.config.claims_timeout_s, self.left_s() - 5))
@@ -308,7 +318,7 @@ class Suite:
             record = {"status": "ok" if done.returncode == 0 else ERROR, "returncode": done.returncode,
                       "command": command, "stderr_tail": done.stderr[-3000:]}
             try:
-                record["claims"] = json.loads(done.stdout)
+                record[key] = json.loads(done.stdout)
             except json.JSONDecodeError:
                 record["stdout_tail"] = done.stdout[-3000:]
                 if done.returncode == 0:
@@ -317,7 +327,15 @@ class Suite:
                 record["error"] = first_line(done.stderr.strip() or f"exit status {done.returncode}")
             return record
 
-        return [Point("claims", "claims", "claims", measure)]
+        return Point(section, point_id, section, measure)
+
+    def points_claims(self) -> list[Point]:
+        return [self.cli_point("claims", "claims", self.config.claims_args, "claims")]
+
+    def points_profile(self) -> list[Point]:
+        """Where the time goes on this device; the first call also draws the roofline into the output folder."""
+        return [self.cli_point("profile", f"profile-{i}", (*args, "--plot", str(self.out)) if i == 0 else args,
+                               "profile") for i, args in enumerate(self.config.profile_args)]
 
     def points_compile(self) -> list[Point]:
         c = self.config
@@ -482,6 +500,25 @@ def _claims_text(records: list[dict]) -> str:
     return text + ("\n\n" + _table(rows) if rows else "")
 
 
+def _profile_text(records: list[dict]) -> str:
+    if not records:
+        return "(not run yet)"
+    lines = []
+    for record in sorted(records, key=lambda r: r["id"]):
+        command = f"`{' '.join(record['command'][2:])}`"
+        if record["status"] == ERROR:
+            lines.append(f"- {command}: failed: {record.get('error')}")
+            continue
+        for report in record.get("profile") or []:
+            check = report.get("check") or {}
+            lines.append(
+                f"- {command}: {report.get('model')} by {report.get('by')}: plain median "
+                f"{_round(check.get('plain_ms'))} ms, {_round(report.get('gflops_per_s'), 1)} GFLOP/s; rows sum to "
+                f"{_round(check.get('agreement'))} of the plain median (instrument overhead "
+                f"{_round(check.get('overhead'))}, {'ok' if check.get('ok') else 'NOT within the margin'})")
+    return "\n".join(lines) + "\n\nRows, roofline and warnings per model are in results.json; roofline.png beside it."
+
+
 def _interval(ratio) -> str | None:
     if not isinstance(ratio, dict) or ratio.get("value") is None:
         return None
@@ -514,6 +551,7 @@ def summary_markdown(results: dict) -> str:
                   _table([_latency_row(r) for r in sections.get("repeat", [])]), "",
                   _repeat_line(sections.get("repeat", [])), "",
                   "### Claims (A/B, `hrvit-bench claims --latency`)", "", _claims_text(sections.get("claims", [])), "",
+                  "### Profile (`hrvit-bench profile`)", "", _profile_text(sections.get("profile", [])), "",
                   "### Calls", "", _table([_run_row(run) for run in device["runs"]]), ""]
     return "\n".join(lines)
 
@@ -557,7 +595,7 @@ def main(argv=None, config: Config | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["hrvit-bench"]:  # the CLI with this script's import fallback (the claims section)
+    if sys.argv[1:2] == ["hrvit-bench"]:  # the CLI with this script's import fallback (claims, profile)
         from hrvit_bench.cli import main as cli_main
 
         sys.argv = sys.argv[1:]
