@@ -210,7 +210,7 @@ class Suite:
             self.say(f"[plan] {section}: {len(points)} points, {len(points) - len(todo)} done before; estimate "
                      f"{sum(self.estimate(p.kind) for p in todo):.0f} s{' at most' if section == 'batch' else ''}")
         for section, points in plan:
-            self.run_points(section, points, _stop_at_oom if section == "batch" else None)
+            self.run_points(section, points, _stop_at_failure if section == "batch" else None)
         self.runs.append({"finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                           "wall_s": round(time.monotonic() - self.started, 1), "sections": self.sections_done})
         self.save()
@@ -350,8 +350,9 @@ class Suite:
 
 
 
-def _stop_at_oom(record: dict) -> bool:
-    return record["status"] == OUT_OF_MEMORY
+def _stop_at_failure(record: dict) -> bool:
+    """Out of memory, or any other failure (e.g. an operator's INT_MAX limit): a larger batch fails too."""
+    return record["status"] in (OUT_OF_MEMORY, ERROR)
 
 
 def _slug(name: str) -> str:

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from fvcore.nn import FlopCountAnalysis
 from torch import nn
 
 import hrvit_bench_models as models
@@ -339,6 +338,8 @@ def rows_of(official: Official) -> list[tuple[tuple[int, int], bool]]:
 # --- counting and the table ---------------------------------------------------------------------------------
 
 def count(official: Official, size: tuple[int, int], with_macs: bool, root: Path) -> dict:
+    from fvcore.nn import FlopCountAnalysis  # here: benchmarks/gpu_vs_official.py builds on machines without fvcore
+
     with shims.standins():
         model = official.build(root).eval()
         params = sum(p.numel() for p in model.parameters())
