@@ -208,9 +208,11 @@ class HighResolutionNet(nn.Module):
         return nn.ModuleList(layers)
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The four maps, channels-last: a channels-last input makes every conv, BN and resize keep that layout,
-        which oneDNN's convolutions run faster on CPU (see benchmarks/hrnet_vs_official.md)."""
-        x = x.contiguous(memory_format=torch.channels_last)
+        """The four maps. On CPU channels-last: every conv, BN and resize then keeps that layout, which oneDNN's
+        convolutions run faster (benchmarks/hrnet_vs_official.md). Elsewhere the input's layout, as the official
+        code: channels-last took 1.39x the official's device time on an H200 (reports/gpu/vs_official.md)."""
+        if x.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.relu(self.bn2(self.conv2(x)))
         xs = [self.layer1(x)]

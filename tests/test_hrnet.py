@@ -89,6 +89,16 @@ def test_backbone_maps(size):
         assert m.shape[2:] == (h, w)
 
 
+def test_maps_are_channels_last_on_cpu_only():
+    """oneDNN is faster channels-last; on other devices the official layout is kept (cuDNN fp32 was slower)."""
+    model = models.create_model("hrnetv2_w18_backbone").eval()
+    with torch.no_grad():
+        on_cpu = model(torch.randn(1, 3, 64, 64))
+        on_meta = model.to("meta")(torch.randn(1, 3, 64, 64, device="meta"))
+    assert all(m.is_contiguous(memory_format=torch.channels_last) and not m.is_contiguous() for m in on_cpu)
+    assert all(m.is_contiguous() and not m.is_contiguous(memory_format=torch.channels_last) for m in on_meta)
+
+
 @pytest.mark.parametrize("name", ["hrnetv2_w18_seg_cityscapes", "hrnetv2_w18_seg_ade20k",
                                   "hrnetv2_w18_ocr_cityscapes", "hrnetv2_w18_ocr_ade20k"])
 @pytest.mark.parametrize("size", [(64, 64), (97, 131)])
