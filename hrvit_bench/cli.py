@@ -407,7 +407,8 @@ def claims(
     threads: ThreadsOpt = None,
     strict: Annotated[bool, typer.Option(help="Exit 1 when a claim does not hold (under some convention).")] = False,
     jobs: JobsOpt = None,
-    as_json: JsonOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole report as one JSON object (not a list: "
+                                          "claims, latency rows, summary) instead of tables.")] = False,
     as_csv: CsvOpt = False,
 ):
     """One verdict per claim of the HRViT paper, with what it rests on; latency verdicts with --latency."""
