@@ -667,3 +667,15 @@ def test_nothing_on_the_suite_path_imports_fvcore_or_thop():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_gpu_suite_profile_section_runs_the_cli_and_draws_the_roofline(suite, tmp_path):
+    assert suite.main(["--out", str(tmp_path), "--sections=profile"], suite.SMOKE) == 0
+    [(_, device)] = _results(tmp_path)["devices"].items()
+    [record] = device["points"]["profile"].values()
+    assert record["status"] == "ok", record.get("error")
+    [report] = record["profile"]
+    assert (report["model"], report["by"], report["input_shape"]) == ("mit_b1_seg_ade20k", "module", [1, 3, 64, 64])
+    assert report["check"]["plain_ms"] > 0 and report["rows"]
+    assert (tmp_path / "roofline.png").stat().st_size > 0 and (tmp_path / "roofline.svg").is_file()
+    assert "mit_b1_seg_ade20k by module: plain median" in (tmp_path / "SUMMARY.md").read_text()
