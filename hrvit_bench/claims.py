@@ -169,7 +169,8 @@ def evaluate(claim: Claim, convention: Convention | None, counts: CountCache,
              published: dict[tuple[str, tuple[int, int]], PublishedResult] | None = None) -> ClaimResult:
     """A parameter or FLOP claim under one convention (accuracy claims: not measurable)."""
     if claim.metric not in COST_METRICS or claim.kind == "accuracy":
-        return ClaimResult(claim, None, None, [], UNMEASURABLE, f"{claim.metric} needs training and data ({claim.note})")
+        why = f"{claim.metric} needs training and data ({claim.note})"
+        return ClaimResult(claim, None, None, [], UNMEASURABLE, why)
 
     def change(subject: str, baseline: str) -> float:
         s = _cost(counts.get(subject, claim.input), claim.metric, convention)
@@ -321,7 +322,8 @@ class Headline:
         if self.latency:
             lat = self.latency.to_dict()
             out |= {k: lat[k] for k in ("direction", "flop_change_pct", "device", "dtype", "threads")}
-            out |= {"ratio": lat["ratio"]["value"], "ratio_low": lat["ratio"]["low"], "ratio_high": lat["ratio"]["high"]}
+            ratio = lat["ratio"]
+            out |= {"ratio": ratio["value"], "ratio_low": ratio["low"], "ratio_high": ratio["high"]}
         return out
 
 
