@@ -303,7 +303,7 @@ def _merge_latency(records: list[Record], reference: str | None, result: MergeRe
     ref = _pick_reference(devices, reference)
     rows = [{"model": k[0], "input": k[1], "batch_size": k[2],
              "gmacs": cells[k]["flops"] / 2e9 if cells[k]["flops"] else None, "medians": cells[k]["medians"]}
-            for k in sorted(cells)]
+            for k in sorted(cells, key=lambda k: (k[0], zoo.parse_size(k[1]), k[2]))]
     cross = CrossDevice(devices, ref, rows)
     result.cross_device = cross
     result.files[LATENCY_CSV] = csv_text(long_rows)

@@ -20,7 +20,7 @@ from .output import write_files
 SCHEMA = "hrvit-bench-record"
 VERSION = 1
 COMMANDS = ("params", "flops", "latency", "report")
-SUFFIX = ".record.json"  # a folder given to --out gets <command>.record.json
+SUFFIX = ".record.json"  # a folder given to --out gets <command>.record.json (<command>.shard-K-of-N.record.json)
 
 
 @dataclass
@@ -49,7 +49,7 @@ class Record:
 
     def write(self, target: str | Path) -> Path:
         """Atomically, to ``target`` (a .json file) or into ``target`` (a folder) as <command>.record.json."""
-        path = target_path(target, self.command)
+        path = target_path(target, self.command, self.shard)
         return write_files(path.parent, {path.name: json.dumps(self.to_dict(), indent=1, default=str) + "\n"})[0]
 
     @classmethod
@@ -79,9 +79,12 @@ class Record:
                    created=data.get("created", ""), source=source)
 
 
-def target_path(target: str | Path, command: str) -> Path:
+def target_path(target: str | Path, command: str, shard: dict | None = None) -> Path:
+    """A .json file as given; in a folder, one name per command and shard, so N shards can share a folder."""
     target = Path(target)
-    return target if target.suffix == ".json" else target / f"{command}{SUFFIX}"
+    if target.suffix == ".json":
+        return target
+    return target / (f"{command}.shard-{shard['index']}-of-{shard['count']}{SUFFIX}" if shard else f"{command}{SUFFIX}")
 
 
 def check_target(target: str | Path, command: str) -> Path:
