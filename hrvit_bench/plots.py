@@ -103,9 +103,9 @@ def latency_vs_flops_by_device(cross) -> dict[str, bytes]:
         points = sorted((r["gmacs"], r["medians"][device], r) for r in rows if r["medians"].get(device) is not None)
         if not points:
             continue
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=4, linewidth=0.8,
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=5, linestyle="none",
                 color=f"C{index}", label=device + (" (reference)" if device == cross.reference else ""))
-        if device == cross.reference or index == 0:
+        if device == cross.reference:
             for x, y, r in points:
                 ax.annotate(f"{r['model'].split('_seg')[0]} {r['input']}" + (f" b{r['batch_size']}"
                                                                            if r["batch_size"] != 1 else ""),

@@ -115,18 +115,20 @@ def collect(paths: list[str]) -> tuple[list[Record], list[str]]:
     """Records from files and folders (searched recursively, as downloaded CI artifacts nest them): every
     *.record.json under a folder, each file given by name. Returns the records and the folders' other JSON files,
     which are listed (never silently dropped) but not read."""
-    records, others = [], []
+    files, others = [], []
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            found = sorted(path.rglob(f"*{SUFFIX}"))
-            others += sorted(str(p) for p in path.rglob("*.json") if not p.name.endswith(SUFFIX)
-                             and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            visible = [p for p in sorted(path.rglob("*.json"))  # not staging folders or hidden files
+                       if not any(part.startswith(".") for part in p.relative_to(path).parts)]
+            found = [p for p in visible if p.name.endswith(SUFFIX)]
             if not found:
                 raise UsageError(f"no hrvit-bench record (*{SUFFIX}) under {path}")
-            records += [load(p) for p in found if not any(part.startswith(".") for part in p.relative_to(path).parts)]
+            files += found
+            others += [str(p) for p in visible if not p.name.endswith(SUFFIX)]
         elif path.exists():
-            records.append(load(path))
+            files.append(path)
         else:
             raise UsageError(f"no such file or folder: {path}")
-    return records, others
+    unique = {p.resolve(): p for p in reversed(files)}  # a file named twice (a folder and its file) is read once
+    return [load(p) for p in files if unique.get(p.resolve()) is p], others

@@ -253,3 +253,15 @@ def test_device_labels_name_only_what_differs():
     assert device_labels([cpu1, cpu4]) == {cpu1: "AMD EPYC, 1 thread", cpu4: "AMD EPYC, 4 threads"}
     assert device_labels([gpu, gpu_bf16]) == {gpu: "NVIDIA H100, fp32", gpu_bf16: "NVIDIA H100, bf16"}
     assert device_labels([gpu]) == {gpu: "NVIDIA H100"}
+
+
+def test_params_records_merge_into_params_csv(toy_model, tmp_path):
+    from toy import TOY_PARAMS, TOY_UNUSED
+
+    result = run("params", "-m", toy_model, "--json", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "params.record.json").read_text())["rows"][0]["params"] == TOY_PARAMS
+    merged = run("merge", tmp_path / "params.record.json", tmp_path, "--out", tmp_path / "m")  # the same file twice
+    assert merged.exit_code == 0, merged.output
+    [row] = read_csv(tmp_path / "m" / "params.csv")
+    assert (int(row["params"]), int(row["unused_params"])) == (TOY_PARAMS, TOY_UNUSED)
