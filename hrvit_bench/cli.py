@@ -168,14 +168,20 @@ def _shard(names: list[str], shard: str | None) -> tuple[list[str], dict | None]
     return mine, chosen.to_dict(names)
 
 
-def _write_record(out: str | None, command_name: str, settings: dict, rows: list[dict], environment: dict,
-                  shard: dict | None) -> None:
-    if out is None:
-        return
-    from .records import Record
+def _check_record(out: str | None, command_name: str) -> None:
+    if out is not None:
+        from .records import check_target
 
-    path = Record(command_name, settings, rows, environment, shard).write(out)
-    output.err_console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+        check_target(out, command_name)
+
+
+def _write_record(out: str | None, command_name: str, settings: dict, results: list, shard: dict | None = None,
+                  **environment) -> None:
+    if out is not None:
+        from .records import from_results
+
+        path = from_results(command_name, settings, results, shard, **environment).write(out)
+        output.err_console.print(f"wrote {path}", highlight=False, soft_wrap=True)
 
 
 def _measure_each(infos, measure: Callable, verb: str) -> list:
@@ -239,17 +245,13 @@ def params(
 ):
     """Exact parameter counts: total, trainable, by module, and those forward never uses."""
     from .cost import ParamReport
-    from .environment import Environment
-    from .records import check_target
 
     _output_format(as_json, as_csv)
     infos = zoo.resolve(model)
-    if out is not None:
-        check_target(out, "params")
+    _check_record(out, "params")
     results = _measure_each(infos, lambda i, tick: ParamReport.measure(i.name, depth), "counting")
     _emit(results, as_json, as_csv)
-    _write_record(out, "params", {"depth": depth}, [r.to_dict() for r in results],
-                  Environment.capture("cpu").to_dict(), None)
+    _write_record(out, "params", {"depth": depth}, results)
 
 
 @command
@@ -278,10 +280,7 @@ def flops(
     infos = zoo.resolve(model)
     names, shard_info = _shard([i.name for i in infos], shard)
     infos = [i for i in infos if i.name in names]
-    if out is not None:
-        from .records import check_target
-
-        check_target(out, "flops")
+    _check_record(out, "flops")
     shown = conventions[0] if convention else DEFAULT
     results = _measure_each(
         infos,
@@ -292,13 +291,9 @@ def flops(
         "counting",
     )
     _emit(results, as_json, as_csv)
-    if out is not None:
-        from .environment import Environment
-
-        settings = {"input": input, "batch_size": batch_size, "engine": engine.value, "cross_check": cross_check,
-                    "conventions": [c.name for c in conventions], "by": by.value, "depth": depth}
-        rows = [r.to_dict() | {"input": zoo.format_size(r.count.input_shape)} for r in results]
-        _write_record(out, "flops", settings, rows, Environment.capture("cpu").to_dict(), shard_info)
+    _write_record(out, "flops", {"input": input, "batch_size": batch_size, "engine": engine.value, "cross_check":
+                                 cross_check, "conventions": [c.name for c in conventions], "by": by.value,
+                                 "depth": depth}, results, shard_info)
 
 
 @command
@@ -345,10 +340,7 @@ def latency(
         raise UsageError("--interleave is one machine's A/B comparison: it takes neither --shard nor --out "
                          "(use --json)")
     names, shard_info = _shard(names, shard)
-    if out is not None:
-        from .records import check_target
-
-        check_target(out, "latency")
+    _check_record(out, "latency")
 
     def warn(message: str) -> None:
         output.err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
@@ -376,14 +368,8 @@ def latency(
         results = harness.run(names, sizes, batch_sizes, settings, warn=warn,
                               progress=lambda done, total, label: tick(f"latency {label} ({done}/{total})"))
     _emit(results, as_json, as_csv)
-    if out is not None:
-        from .environment import Environment
-
-        environment = results[0].environment.to_dict() if results else Environment.capture(
-            settings.torch_device, settings.dtype).to_dict()
-        rows = [{k: v for k, v in r.to_dict().items() if k != "environment"} for r in results]
-        _write_record(out, "latency", settings.to_dict() | {"input": input, "batch_size": batch_size}, rows,
-                      environment, shard_info)
+    _write_record(out, "latency", settings.to_dict() | {"input": input, "batch_size": batch_size}, results,
+                  shard_info, device=str(settings.torch_device), dtype=settings.dtype)
 
 
 @command
@@ -626,19 +612,12 @@ def merge(
     except merging.MergeConflict as exc:
         _error(f"counts disagree: {exc}")
         raise typer.Exit(1) from None
-    written = output.write_files(out, result.files)
+    output.write_files(out, result.files)
     if as_json:
-        output.print_json(result.to_dict())
+        output.print_json(result.to_dict() | {"not_read": others})
         return
-    shards = ", ".join(f"{r.command} {r.shard_label}" for r in records)
-    output.console.print(f"merged {len(records)} records ({shards}): wrote {len(written)} files to {out}/",
-                         highlight=False, soft_wrap=True)
-    if result.report_summary:
-        output.console.print(f"report: {result.report_summary}", highlight=False, soft_wrap=True)
-    if result.cross_device:
-        output.console.print(result.cross_device.table())
-    for note in result.notes + [f"not a record, not read: {p}" for p in others]:
-        output.console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    for line in result.lines(out, others):
+        output.console.print(line, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -92,12 +92,22 @@ class MergeResult:
     cross_device: CrossDevice | None = None
     report_summary: str | None = None
 
+    def lines(self, out: str, others: list[str] = ()) -> list:
+        """What the terminal shows: what was merged and written, the claims' summary, the table across devices."""
+        shards = ", ".join(f"{r.command} {r.shard_label}" for r in self.records)
+        lines: list = [f"merged {len(self.records)} records ({shards}): wrote {len(self.files)} files to {out}/"]
+        if self.report_summary:
+            lines.append(f"report: {self.report_summary}")
+        if self.cross_device:
+            lines.append(self.cross_device.table())
+        return lines + [f"note: {n}" for n in self.notes] + [f"note: not a record, not read: {p}" for p in others]
+
     def to_dict(self) -> dict:
         return {
             "records": [{"source": r.source, "command": r.command, "shard": r.shard_label, "machine": r.machine,
                          "rows": len(r.rows), "created": r.created, "hrvit_bench_version": r.hrvit_bench_version}
                         for r in self.records],
-            "files": sorted(self.files) + [MERGE_JSON],
+            "files": sorted(set(self.files) | {MERGE_JSON}),
             "notes": self.notes,
             "claims": self.report_summary,
             "cross_device": self.cross_device.to_dict() if self.cross_device else None,

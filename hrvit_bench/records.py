@@ -79,6 +79,22 @@ class Record:
                    created=data.get("created", ""), source=source)
 
 
+def from_results(command: str, settings: dict, results: list, shard: dict | None = None, device: str = "cpu",
+                 dtype: str | None = None) -> Record:
+    """The record of a command's result objects (cost.ParamReport, cost.FlopReport, latency.LatencyReport)."""
+    from .environment import Environment
+    from .zoo import format_size
+
+    if command == "latency":  # one environment per run: the record's, not each row's
+        environment = results[0].environment.to_dict() if results else Environment.capture(device, dtype).to_dict()
+        rows = [{k: v for k, v in r.to_dict().items() if k != "environment"} for r in results]
+    else:
+        environment = Environment.capture("cpu").to_dict()
+        rows = [r.to_dict() | ({"input": format_size(r.count.input_shape)} if command == "flops" else {})
+                for r in results]
+    return Record(command, settings, rows, environment, shard)
+
+
 def target_path(target: str | Path, command: str, shard: dict | None = None) -> Path:
     """A .json file as given; in a folder, one name per command and shard, so N shards can share a folder."""
     target = Path(target)
