@@ -543,6 +543,7 @@ def report(
         written = result.write(out)
         record = reporting.count_record(engine.value, None)  # the counts just made, kept for `merge`
         record.wall_time_s = round(result.wall_time_s, 2)
+        record.settings["latency"] = latency.value if latency else None  # merge says it keeps only the counts
         written.append(record.write(out))
     checked = sum(r.equals_official is not None for r in result.rows)
     output.console.print(f"wrote {len(written)} files to {out}/ in {result.wall_time_s:.1f} s: {len(result.rows)} "

@@ -264,8 +264,9 @@ def device_setup(record: Record) -> tuple:
 
 def _describe(setup: tuple) -> str:
     name, kind, dtype, threads, *flags = setup
-    return ", ".join([name, dtype, f"{threads} thread{'s' if threads != 1 else ''}" if kind == "cpu" else "",
-                      *(label for (_, label), on in zip(DEVICE_FLAGS, flags) if on)]).replace(", ,", ",")
+    parts = [name, dtype, f"{threads} thread{'s' if threads != 1 else ''}" if kind == "cpu" else "",
+             *(label for (_, label), on in zip(DEVICE_FLAGS, flags) if on)]
+    return ", ".join(str(p) for p in parts if p)
 
 
 def device_labels(setups: list[tuple]) -> dict[tuple, str]:

@@ -5,7 +5,6 @@ long as one report, so it runs in CI (.ci/run), not here.
 """
 import csv
 import json
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
