@@ -601,11 +601,13 @@ def merge(
                                          "the first record's).")
     ] = None,
     as_json: JsonOpt = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print the table across devices as CSV.")] = False,
 ):
     """Join records from shards and machines: exact counts must agree; latency becomes a table across devices."""
     from . import merge as merging
     from .records import collect
 
+    _output_format(as_json, as_csv)
     _check_writable(out)
     records, others = collect(paths)
     try:
@@ -613,12 +615,16 @@ def merge(
     except merging.MergeConflict as exc:
         _error(f"counts disagree: {exc}")
         raise typer.Exit(1) from None
+    if as_csv and result.cross_device is None:
+        raise UsageError("--csv prints the table across devices: give latency records, or leave out --csv")
     output.write_files(out, result.files)
     if as_json:
         output.print_json(result.to_dict() | {"not_read": others})
-        return
-    for line in result.lines(out, others):
-        output.console.print(line, highlight=False, soft_wrap=True)
+    elif as_csv:
+        output.print_csv(result.cross_device.flat_rows())
+    else:
+        for line in result.lines(out, others):
+            output.console.print(line, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

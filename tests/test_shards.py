@@ -234,6 +234,9 @@ def test_latency_from_two_setups_gives_one_cross_device_table_and_plot(toys, tmp
         assert float(r[ratio]) == pytest.approx(float(r[plain]) / float(r[nhwc]))
         assert float(r["gmacs"]) == pytest.approx(sum(toy_macs(1, 16, 16, CLASSES[r["model"]]).values()) / 1e9)
     assert len(read_csv(out / "latency.csv")) == 4  # two models on two setups, each row kept
+    printed = run("merge", tmp_path / "plain", tmp_path / "nhwc.json", "--out", tmp_path / "m2", "--csv",
+                  "--reference", "channels-last")
+    assert printed.exit_code == 0 and printed.stdout == (out / "cross_device.csv").read_text()
 
 
 def test_timing_the_same_point_twice_on_one_device_is_refused(toys, tmp_path):
