@@ -110,6 +110,14 @@ JobsOpt = Annotated[
 ThreadsOpt = Annotated[
     Optional[int], typer.Option(help="CPU threads, pinned (default: torch's current count).")
 ]
+ShardOpt = Annotated[
+    Optional[str], typer.Option(help="K/N: only the K-th of N deterministic slices of the models (K from 1); "
+                                     "join the N records with `hrvit-bench merge`.")
+]
+RecordOpt = Annotated[
+    Optional[str], typer.Option("--out", help="Also write a versioned result record: FILE.json, or a folder "
+                                              "(gets <command>.record.json).")
+]
 TASK_WORDS = {"cls": "classification", "seg": "segmentation", "classification": "classification",
               "segmentation": "segmentation", "backbone": "backbone"}
 
@@ -145,6 +153,35 @@ def _progress(description: str, total: int | None = None):
             bar.update(task, description=label, advance=advance)
 
         yield tick
+
+
+def _shard(names: list[str], shard: str | None) -> tuple[list[str], dict | None]:
+    """This shard's models (all without --shard), and what the record says about the shard."""
+    from .shards import Shard
+
+    if shard is None:
+        return names, None
+    chosen = Shard.parse(shard)
+    mine = chosen.select(names)
+    output.err_console.print(f"shard {chosen.label}: {len(mine)} of {len(set(names))} models"
+                             + (f" ({', '.join(mine)})" if mine else ""), highlight=False, soft_wrap=True)
+    return mine, chosen.to_dict(names)
+
+
+def _check_record(out: str | None, command_name: str) -> None:
+    if out is not None:
+        from .records import check_target
+
+        check_target(out, command_name)
+
+
+def _write_record(out: str | None, command_name: str, settings: dict, results: list, shard: dict | None = None,
+                  **environment) -> None:
+    if out is not None:
+        from .records import from_results
+
+        path = from_results(command_name, settings, results, shard, **environment).write(out)
+        output.err_console.print(f"wrote {path}", highlight=False, soft_wrap=True)
 
 
 def _measure_each(infos, measure: Callable, verb: str) -> list:
@@ -202,6 +239,7 @@ def list_models(
 def params(
     model: ModelOpt = DEFAULT_MODELS,
     depth: Annotated[int, typer.Option(min=0, help="Break down to modules this many levels deep.")] = 1,
+    out: RecordOpt = None,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
 ):
@@ -210,7 +248,10 @@ def params(
 
     _output_format(as_json, as_csv)
     infos = zoo.resolve(model)
-    _emit(_measure_each(infos, lambda i, tick: ParamReport.measure(i.name, depth), "counting"), as_json, as_csv)
+    _check_record(out, "params")
+    results = _measure_each(infos, lambda i, tick: ParamReport.measure(i.name, depth), "counting")
+    _emit(results, as_json, as_csv)
+    _write_record(out, "params", {"depth": depth}, results)
 
 
 @command
@@ -225,6 +266,8 @@ def flops(
         Engine, typer.Option(help="meta: fvcore's rules on shapes alone (fast); fvcore: fvcore on real tensors.")
     ] = Engine.meta,
     cross_check: Annotated[bool, typer.Option(help="Also count with torch FlopCounterMode and thop.")] = True,
+    shard: ShardOpt = None,
+    out: RecordOpt = None,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
 ):
@@ -235,6 +278,9 @@ def flops(
     conventions = parse_conventions(convention)
     size = zoo.parse_size(input) if input else None
     infos = zoo.resolve(model)
+    names, shard_info = _shard([i.name for i in infos], shard)
+    infos = [i for i in infos if i.name in names]
+    _check_record(out, "flops")
     shown = conventions[0] if convention else DEFAULT
     results = _measure_each(
         infos,
@@ -245,6 +291,9 @@ def flops(
         "counting",
     )
     _emit(results, as_json, as_csv)
+    _write_record(out, "flops", {"input": input, "batch_size": batch_size, "engine": engine.value, "cross_check":
+                                 cross_check, "conventions": [c.name for c in conventions], "by": by.value,
+                                 "depth": depth}, results, shard_info)
 
 
 @command
@@ -272,6 +321,8 @@ def latency(
         bool, typer.Option("--interleave", help="A/B: time the models in alternating rounds (order flipped every "
                            "round); medians with 95% bootstrap intervals and ratios to the first model.")
     ] = False,
+    shard: ShardOpt = None,
+    out: RecordOpt = None,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
 ):
@@ -285,6 +336,11 @@ def latency(
     )
     sizes, batch_sizes = harness.parse_sizes(input), harness.parse_batch_sizes(batch_size)
     names = [i.name for i in zoo.resolve(model)]
+    if interleave and (shard or out):
+        raise UsageError("--interleave is one machine's A/B comparison: it takes neither --shard nor --out "
+                         "(use --json)")
+    names, shard_info = _shard(names, shard)
+    _check_record(out, "latency")
 
     def warn(message: str) -> None:
         output.err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
@@ -312,6 +368,8 @@ def latency(
         results = harness.run(names, sizes, batch_sizes, settings, warn=warn,
                               progress=lambda done, total, label: tick(f"latency {label} ({done}/{total})"))
     _emit(results, as_json, as_csv)
+    _write_record(out, "latency", settings.to_dict() | {"input": input, "batch_size": batch_size}, results,
+                  shard_info, device=str(settings.torch_device), dtype=settings.dtype)
 
 
 @command
@@ -461,12 +519,19 @@ def report(
     threads: ThreadsOpt = None,
     engine: Annotated[Engine, typer.Option(help="meta (fast, shape-only) or fvcore (real tensors).")] = Engine.meta,
     jobs: JobsOpt = None,
+    shard: Annotated[
+        Optional[str], typer.Option(help="K/N: count only the K-th of N slices of the models (K from 1) and write "
+                                         "only report.record.json; `hrvit-bench merge` joins the N into a report.")
+    ] = None,
 ):
     """Count every model at its paper resolutions, check the claims, write reports; gate on any changed count."""
     from . import gate
     from . import report as reporting
     from .count_cache import default_jobs
 
+    if shard is not None:
+        _report_shard(shard, out, compare, latency, engine, jobs)
+        return
     tolerance = gate.parse_tolerance(fail_on_change) if fail_on_change is not None else None
     if tolerance is not None and compare is None:
         raise UsageError("--fail-on-change needs --compare")
@@ -477,6 +542,10 @@ def report(
         result = reporting.Report.measure(engine.value, tick, settings, jobs or default_jobs())
         tick("writing")
         written = result.write(out)
+        record = reporting.count_record(engine.value, None)  # the counts just made, kept for `merge`
+        record.wall_time_s = round(result.wall_time_s, 2)
+        record.settings["latency"] = latency.value if latency else None  # merge says it keeps only the counts
+        written.append(record.write(out))
     checked = sum(r.equals_official is not None for r in result.rows)
     output.console.print(f"wrote {len(written)} files to {out}/ in {result.wall_time_s:.1f} s: {len(result.rows)} "
                          f"model rows ({checked} counted on the official code too); {result.claims.summary()}",
@@ -503,6 +572,60 @@ def report(
     what = "counts and verdicts match" if baseline.verdicts is not None else "counts match"
     output.console.print(f"{what} {compare} exactly" + (f"; latency within {fail_on_change}" if tolerance is not None
                                                         and result.latency_ratios() else ""), highlight=False, soft_wrap=True)
+
+
+def _report_shard(shard: str, out: str, compare: str | None, latency, engine: Engine, jobs: int | None) -> None:
+    from . import report as reporting
+    from .count_cache import default_jobs
+    from .shards import Shard
+
+    chosen = Shard.parse(shard)
+    if compare is not None or latency is not None:
+        raise UsageError("--shard counts a slice of the models: --compare and --latency work on the merged report "
+                         "(`hrvit-bench merge ... --out DIR`, then `hrvit-bench report`'s gate on DIR)")
+    _check_writable(out)
+    with _progress("counting") as tick:
+        record = reporting.count_record(engine.value, chosen, tick, jobs or default_jobs())
+        path = record.write(out)
+    models = record.shard["items"]
+    output.console.print(f"shard {chosen.label}: counted {len(record.rows)} (model, input) rows of {len(models)} of "
+                         f"{record.shard['work_items']} models in {record.wall_time_s:.1f} s; wrote {path}. Join "
+                         f"all {chosen.count} with `hrvit-bench merge`", highlight=False, soft_wrap=True)
+
+
+@command
+def merge(
+    paths: Annotated[list[str], typer.Argument(help="Record files, or folders to search for *.record.json.")],
+    out: Annotated[str, typer.Option(help="Folder for the merged files.")] = "merged",
+    reference: Annotated[
+        Optional[str], typer.Option(help="Latency: the device the ratios divide by (a part of its name; default: "
+                                         "the first record's).")
+    ] = None,
+    as_json: JsonOpt = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print the table across devices as CSV.")] = False,
+):
+    """Join records from shards and machines: exact counts must agree; latency becomes a table across devices."""
+    from . import merge as merging
+    from .records import collect
+
+    _output_format(as_json, as_csv)
+    _check_writable(out)
+    records, others = collect(paths)
+    try:
+        result = merging.merge(records, reference)
+    except merging.MergeConflict as exc:
+        _error(f"counts disagree: {exc}")
+        raise typer.Exit(1) from None
+    if as_csv and result.cross_device is None:
+        raise UsageError("--csv prints the table across devices: give latency records, or leave out --csv")
+    output.write_files(out, result.files)
+    if as_json:
+        output.print_json(result.to_dict() | {"not_read": others})
+    elif as_csv:
+        output.print_csv(result.cross_device.flat_rows())
+    else:
+        for line in result.lines(out, others):
+            output.console.print(line, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

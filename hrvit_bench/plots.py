@@ -93,6 +93,33 @@ def latency_vs_flops(report) -> dict[str, bytes]:
     return _render(fig, "latency_vs_flops")
 
 
+def latency_vs_flops_by_device(cross) -> dict[str, bytes]:
+    """One series per device (merge.CrossDevice): where the same FLOPs cost different time on different hardware."""
+    rows = [r for r in cross.rows if r["gmacs"]]
+    if not any(r["medians"].get(d) is not None for r in rows for d in cross.devices):
+        return {}
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for index, device in enumerate(cross.devices):
+        points = sorted((r["gmacs"], r["medians"][device], r) for r in rows if r["medians"].get(device) is not None)
+        if not points:
+            continue
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=5, linestyle="none",
+                color=f"C{index}", label=device + (" (reference)" if device == cross.reference else ""))
+        if device == cross.reference:
+            for x, y, r in points:
+                ax.annotate(f"{r['model'].split('_seg')[0]} {r['input']}" + (f" b{r['batch_size']}"
+                                                                           if r["batch_size"] != 1 else ""),
+                            (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("GMACs per forward (all ops, 1e9)")
+    ax.set_ylabel("median latency (ms)")
+    ax.set_title("latency vs FLOPs, one series per device")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    return _render(fig, "latency_vs_flops_by_device")
+
+
 def roofline(profiles) -> dict[str, bytes]:
     """Each module row of each profile as a point: FLOPs per byte moved (a lower bound on traffic, so a point can
     only move left) against achieved GFLOP/s, under the measured roofs and, on a known GPU, the datasheet's."""

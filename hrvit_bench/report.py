@@ -15,12 +15,15 @@ from .claims_report import ClaimsReport, claim_inputs, scaling_inputs
 from .claims import load_claims
 from .conventions import ALL_CONVENTIONS
 from .count_cache import CountCache
+from .counting import MacCount
 from .environment import Environment
 from .gate import CLAIMS_CSV, MODELS_CSV, EXACT
 from .latency.settings import LatencySettings
 from .official import load_official
 from .output import csv_text, write_files
 from .published import check_published, load_published
+from .records import Record
+from .shards import Shard
 from .zoo import format_size
 
 CLAIMS_MD, REPORT_JSON = "claims.md", "report.json"
@@ -62,6 +65,43 @@ def zoo_inputs() -> set[tuple[str, tuple[int, int]]]:
     return {(name, size) for name in zoo.names() for size in zoo.info(name).paper_inputs}
 
 
+def wanted_inputs() -> set[tuple[str, tuple[int, int]]]:
+    """Every (model, input) the report counts: the zoo at its paper inputs, the claims, Table 6, published rows."""
+    return zoo_inputs() | claim_inputs(load_claims()) | scaling_inputs() | {(p.model, p.input)
+                                                                          for p in load_published()}
+
+
+def count_row(count: MacCount, size: tuple[int, int]) -> dict:
+    """What a report record keeps of one count: enough to rebuild every number the report shows from it."""
+    return {"model": count.model, "input": format_size(size), "input_shape": list(count.input_shape),
+            "engine": count.engine, "params": count.params, "trainable_params": count.trainable_params,
+            "unused_params": count.unused_params, "macs_by_operator": count.by_operator,
+            "uncounted_ops": dict(count.uncounted_ops)}
+
+
+def count_from_row(row: dict) -> MacCount:
+    return MacCount(model=row["model"], input_shape=tuple(row["input_shape"]), engine=row["engine"],
+                    params=row["params"], trainable_params=row["trainable_params"],
+                    unused_params=row["unused_params"], by_module={"": dict(row["macs_by_operator"])},
+                    uncounted_ops=dict(row["uncounted_ops"]))
+
+
+def count_record(engine: str, shard: Shard | None, progress=None, jobs: int = 2) -> Record:
+    """The counts behind a report (one shard of them with ``shard``): the work list is the models, sorted, and a
+    shard counts every input its models are wanted at."""
+    start = time.perf_counter()
+    wanted = wanted_inputs()
+    models = sorted({name for name, _ in wanted})
+    mine = set(shard.select(models)) if shard else set(models)
+    keys = sorted((name, size) for name, size in wanted if name in mine)
+    counts = CountCache(engine)
+    counts.prefetch(keys, jobs, progress)
+    rows = [count_row(counts.get(name, size), size) for name, size in keys]
+    return Record("report", {"engine": engine}, rows, Environment.capture("cpu").to_dict(),
+                  shard.to_dict(models, [f"{n}@{format_size(s)}" for n, s in wanted]) if shard else None,
+                  wall_time_s=round(time.perf_counter() - start, 2))
+
+
 def count_zoo(counts: CountCache) -> list[ModelRow]:
     """One row per registered model and paper resolution."""
     published = {(p.published.model, format_size(p.published.input)): p for p in check_published(counts)}
@@ -100,17 +140,22 @@ class Report:
                 jobs: int = 2) -> "Report":
         start = time.perf_counter()
         counts = CountCache(engine)
-        counts.prefetch(zoo_inputs() | claim_inputs(load_claims()) | scaling_inputs()
-                        | {(p.model, p.input) for p in load_published()}, jobs, progress)
-        rows = count_zoo(counts)
-        claims = ClaimsReport.measure(counts=counts, latency=latency, progress=progress)
-        profiles = []
+        counts.prefetch(wanted_inputs(), jobs, progress)
+        report = cls.measure_from(counts, engine, Environment.capture("cpu").to_dict(), 0.0, latency, progress)
         if latency is not None:
             from .profile import profile_for_report
 
-            profiles = profile_for_report(latency, progress)
-        wall = time.perf_counter() - start
-        return cls(rows, claims, Environment.capture("cpu").to_dict(), wall, engine, profiles)
+            report.profiles = profile_for_report(latency, progress)
+        report.wall_time_s = time.perf_counter() - start
+        return report
+
+    @classmethod
+    def measure_from(cls, counts: CountCache, engine: str, environment: dict, wall_time_s: float,
+                     latency: LatencySettings | None = None, progress=None) -> "Report":
+        """The report from counts already made (here, or read from shards' records by `hrvit-bench merge`)."""
+        rows = count_zoo(counts)
+        claims = ClaimsReport.measure(counts=counts, latency=latency, progress=progress)
+        return cls(rows, claims, environment, wall_time_s, engine)
 
     @property
     def latency(self) -> list[dict]:

@@ -19,7 +19,7 @@ from hrvit_bench.official import load_official
 runner = CliRunner()
 COMMITTED = Path(__file__).resolve().parents[1] / "reports"
 FILES = {"models.csv", "claims.csv", "claims.md", "report.json", "params_vs_flops.png", "params_vs_flops.svg",
-         "claims.png", "claims.svg"}
+         "claims.png", "claims.svg", "report.record.json"}
 
 
 @pytest.fixture(scope="module")
@@ -215,3 +215,30 @@ def test_a_count_unlike_the_official_code_fails_the_report_naming_it(fresh, tmp_
     new = {r["model"] + " @ " + r["input"]: r for r in read_rows(tmp_path / "new" / "models.csv")}
     assert new["hrvit_b1 @ 224x224"]["equals_official"] == "False"
     assert new["hrvit_b2 @ 224x224"]["equals_official"] == "True"
+
+
+def test_merged_report_shards_equal_the_one_machine_report(fresh, tmp_path):
+    """Three shards of the report, merged, give the files the one-machine report wrote (the counts are cached by
+    the report above, so the shards cost little here; merge rebuilds every number from the records alone)."""
+    shards = []
+    for k in (1, 2, 3):
+        result = runner.invoke(app, ["report", "--shard", f"{k}/3", "--out", str(tmp_path / f"s{k}")])
+        assert result.exit_code == 0, result.output
+        assert f"shard {k}/3" in result.output
+        [record] = (tmp_path / f"s{k}").iterdir()
+        assert record.name == f"report.shard-{k}-of-3.record.json"
+        shards.append(json.loads(record.read_text()))
+    models = [set(s["shard"]["items"]) for s in shards]
+    assert not (models[0] & models[1] or models[0] & models[2] or models[1] & models[2])
+    assert sum(map(len, models)) == shards[0]["shard"]["work_items"] == len({r["model"] for s in shards
+                                                                             for r in s["rows"]})
+    result = runner.invoke(app, ["merge", *(str(tmp_path / f"s{k}") for k in (1, 2, 3)), "--out",
+                                 str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    for name in ("models.csv", "claims.csv", "claims.md"):
+        assert (tmp_path / "m" / name).read_bytes() == (fresh / name).read_bytes(), name
+    # the one-machine report's own record agrees with the shards' (a row covered twice must agree exactly)
+    both = runner.invoke(app, ["merge", str(fresh), str(tmp_path / "s1"), str(tmp_path / "s2"),
+                               str(tmp_path / "s3"), "--out", str(tmp_path / "b")])
+    assert both.exit_code == 0, both.output
+    assert "not a record, not read" in both.output and "report.json" in both.output

@@ -1,0 +1,150 @@
+"""The versioned result record: what a measuring command writes with `--out`, and what `hrvit-bench merge` reads.
+
+One JSON object per run (or per shard of a run): a schema name and version, the command and its settings, the
+shard it covers, the machine and environment it ran on, and the rows. Readers refuse any other version with one
+line saying which side is out of date, instead of guessing at fields that moved. The schema is documented in the
+README ("Result records").
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__
+from .errors import UsageError, first_line
+from .output import write_files
+
+SCHEMA = "hrvit-bench-record"
+VERSION = 1
+COMMANDS = ("params", "flops", "latency", "report")
+SUFFIX = ".record.json"  # a folder given to --out gets <command>.record.json (<command>.shard-K-of-N.record.json)
+
+
+@dataclass
+class Record:
+    command: str
+    settings: dict  # the command's options that shape the rows (never the model list or the shard)
+    rows: list[dict]
+    environment: dict  # environment.Environment.to_dict() of the machine that measured
+    shard: dict | None = None  # shards.Shard.to_dict(): index, count, items, work_items, work_fingerprint
+    wall_time_s: float | None = None
+    machine: str = field(default_factory=platform.node)
+    hrvit_bench_version: str = __version__
+    created: str = field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc)
+                         .isoformat(timespec="seconds"))
+    source: str = ""  # where it was read from (not written)
+
+    @property
+    def shard_label(self) -> str:
+        return f"{self.shard['index']}/{self.shard['count']}" if self.shard else "whole"
+
+    def to_dict(self) -> dict:
+        return {"schema": SCHEMA, "schema_version": VERSION, "command": self.command, "settings": self.settings,
+                "shard": self.shard, "machine": self.machine, "hrvit_bench_version": self.hrvit_bench_version,
+                "created": self.created, "wall_time_s": self.wall_time_s, "environment": self.environment,
+                "rows": self.rows}
+
+    def write(self, target: str | Path) -> Path:
+        """Atomically, to ``target`` (a .json file) or into ``target`` (a folder) as <command>.record.json."""
+        path = target_path(target, self.command, self.shard)
+        return write_files(path.parent, {path.name: json.dumps(self.to_dict(), indent=1, default=str) + "\n"})[0]
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str) -> "Record":
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            raise UsageError(f"{source} is not an hrvit-bench record (no \"schema\": \"{SCHEMA}\")")
+        version = data.get("schema_version")
+        if version != VERSION:
+            if isinstance(version, int) and version < VERSION:
+                raise UsageError(f"{source}: record schema version {version} is older than this hrvit-bench "
+                                 f"{__version__} reads ({VERSION}); re-run the command that wrote it")
+            if isinstance(version, int):
+                raise UsageError(f"{source}: record schema version {version} is newer than this hrvit-bench "
+                                 f"{__version__} reads ({VERSION}); upgrade hrvit-bench to read it")
+            raise UsageError(f"{source}: record has no integer schema_version (this hrvit-bench reads {VERSION})")
+        missing = [k for k in ("command", "settings", "rows", "environment") if k not in data]
+        if missing or data["command"] not in COMMANDS or not isinstance(data["rows"], list):
+            what = f"missing {', '.join(missing)}" if missing else f"unknown command {data['command']!r}" \
+                if data["command"] not in COMMANDS else "rows is not a list"
+            raise UsageError(f"{source}: malformed record ({what})")
+        shard = data.get("shard")
+        if shard is not None and not {"index", "count", "items", "work_fingerprint"} <= set(shard):
+            raise UsageError(f"{source}: malformed record (shard lacks index, count, items or work_fingerprint)")
+        return cls(command=data["command"], settings=data["settings"], rows=data["rows"],
+                   environment=data["environment"], shard=shard, wall_time_s=data.get("wall_time_s"),
+                   machine=data.get("machine", ""), hrvit_bench_version=data.get("hrvit_bench_version", ""),
+                   created=data.get("created", ""), source=source)
+
+
+def from_results(command: str, settings: dict, results: list, shard: dict | None = None, device: str = "cpu",
+                 dtype: str | None = None) -> Record:
+    """The record of a command's result objects (cost.ParamReport, cost.FlopReport, latency.LatencyReport)."""
+    from .environment import Environment
+    from .zoo import format_size
+
+    if command == "latency":  # one environment per run: the record's, not each row's
+        environment = results[0].environment.to_dict() if results else Environment.capture(device, dtype).to_dict()
+        rows = [{k: v for k, v in r.to_dict().items() if k != "environment"} for r in results]
+    else:
+        environment = Environment.capture("cpu").to_dict()
+        rows = [r.to_dict() | ({"input": format_size(r.count.input_shape)} if command == "flops" else {})
+                for r in results]
+    return Record(command, settings, rows, environment, shard)
+
+
+def target_path(target: str | Path, command: str, shard: dict | None = None) -> Path:
+    """A .json file as given; in a folder, one name per command and shard, so N shards can share a folder."""
+    target = Path(target)
+    if target.suffix == ".json":
+        return target
+    return target / (f"{command}.shard-{shard['index']}-of-{shard['count']}{SUFFIX}" if shard else f"{command}{SUFFIX}")
+
+
+def check_target(target: str | Path, command: str) -> Path:
+    """Fail before measuring, not after, when the record cannot be written."""
+    path = target_path(target, command)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.parent / f".{path.name}.probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"cannot write --out {target}: {exc.strerror or first_line(exc)}") from None
+    return path
+
+
+def load(path: str | Path) -> Record:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {path}: {getattr(exc, 'strerror', None) or first_line(exc)}") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path} is not JSON: {exc}") from None
+    return Record.from_dict(data, str(path))
+
+
+def collect(paths: list[str]) -> tuple[list[Record], list[str]]:
+    """Records from files and folders (searched recursively, as downloaded CI artifacts nest them): every
+    *.record.json under a folder, each file given by name. Returns the records and the folders' other JSON files,
+    which are listed (never silently dropped) but not read."""
+    files, others = [], []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            visible = [p for p in sorted(path.rglob("*.json"))  # not staging folders or hidden files
+                       if not any(part.startswith(".") for part in p.relative_to(path).parts)]
+            found = [p for p in visible if p.name.endswith(SUFFIX)]
+            if not found:
+                raise UsageError(f"no hrvit-bench record (*{SUFFIX}) under {path}")
+            files += found
+            others += [str(p) for p in visible if not p.name.endswith(SUFFIX)]
+        elif path.exists():
+            files.append(path)
+        else:
+            raise UsageError(f"no such file or folder: {path}")
+    unique = {p.resolve(): p for p in reversed(files)}  # a file named twice (a folder and its file) is read once
+    return [load(p) for p in files if unique.get(p.resolve()) is p], others
