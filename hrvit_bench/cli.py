@@ -492,11 +492,15 @@ def claims(
 
 
 def _check_writable(folder: str) -> None:
-    """Fail before counting, not after minutes of work, when the report cannot be written."""
-    path = Path(folder)
+    """Fail before counting, not after minutes of work, when the report cannot be written; create nothing yet, so
+    a run refused later leaves no empty folder behind."""
+    nearest = Path(folder).absolute()
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
+        if not nearest.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+        with tempfile.TemporaryFile(dir=nearest):
             pass
     except OSError as exc:
         raise UsageError(f"cannot write to --out {folder}: {exc.strerror or first_line(exc)}") from None
