@@ -77,19 +77,31 @@ def claim_bars(report) -> dict[str, bytes]:
 
 
 def latency_vs_flops(report) -> dict[str, bytes]:
+    """Log-log, one colour per family: the spread in time at equal FLOPs is the point. Ablations are hollow and
+    unlabelled, so the labels that remain can be read."""
     rows = [r for r in report.latency if r.get("median_ms") is not None]
     if not rows:
         return {}
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    seen = set()
     for r in rows:
-        color = FAMILY_COLORS.get(zoo.info(r["model"]).family, "black")
-        ax.scatter(r["gmacs"], r["median_ms"], color=color, s=30)
-        ax.annotate(r["model"].split("_seg")[0], (r["gmacs"], r["median_ms"]), fontsize=7, xytext=(3, 3),
-                    textcoords="offset points")
-    ax.set_xlabel("GMACs (all ops, 1e9)")
+        family = zoo.info(r["model"]).family
+        color = FAMILY_COLORS.get(family, "black")
+        ablation = _is_ablation(r["model"])
+        label = None if ablation or family in seen else family  # the legend shows filled markers
+        ax.scatter(r["gmacs"], r["median_ms"], s=30, color="none" if ablation else color, edgecolors=color,
+                   label=label)
+        seen.add(label)
+        if not ablation:
+            ax.annotate(f"{r['model'].split('_seg')[0]} {r['input']}", (r["gmacs"], r["median_ms"]), fontsize=6,
+                        xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("GMACs per forward (all ops, 1e9)")
     ax.set_ylabel(f"median latency (ms, {rows[0].get('device', '')})")
-    ax.set_title("latency vs FLOPs")
-    ax.grid(alpha=0.3)
+    ax.set_title("latency vs FLOPs (hollow: HRViT ablations)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, title="family", title_fontsize=7)
     return _render(fig, "latency_vs_flops")
 
 
