@@ -48,19 +48,19 @@ class OutsideModel:
         return _checked(self.spec, _call(self.spec, self.make))
 
 
-_RESOLVED: dict[str, OutsideModel] = {}
+_RESOLVED: dict[tuple[str, str], OutsideModel] = {}  # (spec, working directory): a file spec's path is relative
 
 
 def lookup(spec: str) -> OutsideModel | None:
     """The resolved model of a spec seen before, else None (registered names are never outside models)."""
-    return _RESOLVED.get(spec)
+    return _RESOLVED.get((spec, os.getcwd()))
 
 
 def resolve(spec: str, probe: Callable[["OutsideModel"], tuple]) -> OutsideModel:
     """Check a spec fully, once per process: import what it names, call the builder through ``probe`` (zoo builds
     on the meta device), and learn its default input."""
-    if spec in _RESOLVED:
-        return _RESOLVED[spec]
+    if lookup(spec) is not None:
+        return lookup(spec)
     kind, _, target = spec.partition(":")
     if kind in KINDS:
         if not target:
@@ -80,7 +80,7 @@ def resolve(spec: str, probe: Callable[["OutsideModel"], tuple]) -> OutsideModel
     else:
         size = _pretrained_input_size(module) or DEFAULT_INPUT
     resolved = OutsideModel(spec, make, tuple(int(s) for s in size), example_shapes)
-    _RESOLVED[spec] = resolved
+    _RESOLVED[(spec, os.getcwd())] = resolved
     return resolved
 
 
