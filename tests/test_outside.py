@@ -93,7 +93,7 @@ def test_builder_with_its_own_inputs_is_fed_them(model_file):
     assert data["input_shape"] == [[2, 4], [2, 6]]
     # fvcore has no bilinear rule: nothing counted, and the call is listed as uncounted rather than hidden
     assert data["params"] == 4 * 6 * 5 + 5
-    assert data["macs_by_operator"] == {} and data["uncounted_ops"] == {"bilinear": 1}
+    assert data["macs_by_operator"] == {} and "bilinear" in data["uncounted_ops"]
     image = flops_json("-m", f"{model_file}:image_with_input", "--no-cross-check")
     assert image["input_shape"] == [2, 3, 16, 16]
     assert image["macs_by_operator"] == conv_model_macs(2, 16, 16)
