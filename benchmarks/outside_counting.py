@@ -54,13 +54,14 @@ def main() -> None:
         real_build, real_count, real_ops = measure(spec, size, "fvcore", args.repeats)
         ratio = real_count / meta_count
         ratios.append(ratio)
-        rows.append(f"| {spec} | {zoo.format_size(size)} | {meta_build:.3f} | {meta_count:.3f} | {real_build:.3f} | {real_count:.3f} | "
+        rows.append(f"| {spec} | {zoo.format_size(size)} | {meta_build:.3f} | {meta_count:.3f} | {real_build:.3f} | "
+                    f"{real_count:.3f} | "
                     f"{ratio:.1f}x | {(real_build + real_count) / (meta_build + meta_count):.1f}x | "
                     f"{'yes' if meta_ops == real_ops else 'NO'} | {sum(meta_ops.values()):,} |")
     print("# Counting outside models: meta engine against fvcore on real tensors\n")
-    print(f"timm models of `hrvit_bench/data/timm_published.csv` at batch 1 and the published input; seconds, median of {args.repeats} "
-          "runs after a warm-up. *count*: `count_macs` alone; *build*: `zoo.build` (meta: no memory, no weight "
-          "init; CPU: real weights). Equal: the two engines' MACs by operator are identical.\n")
+    print("timm models of `hrvit_bench/data/timm_published.csv` at batch 1 and the published input; seconds, "
+          f"median of {args.repeats} runs after a warm-up. *count*: `count_macs` alone; *build*: `zoo.build` "
+          "(meta: no memory, no weight init; CPU: real weights). Equal: the two engines' MACs by operator are identical.\n")
     print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared with other work), "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f} at the end. "
           "Produced by `python benchmarks/outside_counting.py` in the timm venv.\n")

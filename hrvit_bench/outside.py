@@ -203,8 +203,8 @@ def _builder(spec: str, source: str, name: str) -> Callable[[], object]:
     except (TypeError, ValueError):  # builtins without a signature: let the call decide
         required = []
     if required:
-        raise UsageError(f"{spec}: the builder {name!r} has required arguments ({', '.join(required)}); it must take none "
-                         "(give them defaults, or wrap it)")
+        raise UsageError(f"{spec}: the builder {name!r} has required arguments ({', '.join(required)}); it must "
+                         "take none (give them defaults, or wrap it)")
     return builder
 
 
