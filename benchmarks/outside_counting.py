@@ -61,7 +61,8 @@ def main() -> None:
     print("# Counting outside models: meta engine against fvcore on real tensors\n")
     print("timm models of `hrvit_bench/data/timm_published.csv` at batch 1 and the published input; seconds, "
           f"median of {args.repeats} runs after a warm-up. *count*: `count_macs` alone; *build*: `zoo.build` "
-          "(meta: no memory, no weight init; CPU: real weights). Equal: the two engines' MACs by operator are identical.\n")
+          "(meta: no memory, no weight init; CPU: real weights). Equal: the two engines' MACs by operator are "
+          "identical.\n")
     print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared with other work), "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f} at the end. "
           "Produced by `python benchmarks/outside_counting.py` in the timm venv.\n")
