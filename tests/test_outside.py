@@ -10,6 +10,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 import hrvit_bench
+from hrvit_bench import outside
 from hrvit_bench.cli import app
 from hrvit_bench.counting import count_macs
 
@@ -152,6 +153,7 @@ def test_bad_specs_are_one_line_exit_2_and_leave_nothing(model_file, spec, args,
 @pytest.mark.parametrize("kind", ["timm", "torchvision"])
 def test_missing_timm_or_torchvision_names_the_install(monkeypatch, kind):
     monkeypatch.setitem(sys.modules, kind, None)  # import fails as it does where the package is absent
+    monkeypatch.setattr(outside, "_RESOLVED", {})  # also where it is installed and was resolved before
     result = runner.invoke(app, ["flops", "-m", f"{kind}:resnet50"])
     assert result.exit_code == 2
     assert f"needs {kind}" in result.stderr and 'pip install "hrvit-bench[timm]"' in result.stderr
