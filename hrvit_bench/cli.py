@@ -48,7 +48,9 @@ def _root(
 
 
 def _error(message: str) -> None:
-    output.err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    output.err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def command(fn=None, *, name: str | None = None):
@@ -95,7 +97,9 @@ class Device(str, Enum):
 
 
 ModelOpt = Annotated[
-    list[str], typer.Option("--model", "-m", help="Model name or glob pattern; repeatable. Default: hrvit_b1.")
+    list[str], typer.Option("--model", "-m", help="Model name or glob pattern, or an outside model: timm:NAME, "
+                                                  "torchvision:NAME, path/to/file.py:BUILDER, package.module:BUILDER; "
+                                                  "repeatable. Default: hrvit_b1.")
 ]
 DEFAULT_MODELS = ["hrvit_b1"]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of tables.")]
@@ -336,6 +340,7 @@ def latency(
     )
     sizes, batch_sizes = harness.parse_sizes(input), harness.parse_batch_sizes(batch_size)
     names = [i.name for i in zoo.resolve(model)]
+    zoo.require_image_input(names, "latency")
     if interleave and (shard or out):
         raise UsageError("--interleave is one machine's A/B comparison: it takes neither --shard nor --out "
                          "(use --json)")
@@ -417,6 +422,7 @@ def profile(
                                        iters=iters, min_time=min_time, threads=threads)
     size = zoo.parse_size(input) if input else None
     names = [i.name for i in zoo.resolve(model)]
+    zoo.require_image_input(names, "profile")
     if plot is not None:
         _check_writable(plot)
 

@@ -29,9 +29,8 @@ class ParamReport:
 
     @classmethod
     def measure(cls, name: str, depth: int = 1) -> "ParamReport":
-        model = zoo.build(name, device="meta")
-        info = zoo.info(name)
-        count = count_macs(model, zoo.input_shape(info, None), engine="meta", name=name)
+        model, inputs = zoo.build_with_inputs(name, zoo.input_shape(zoo.info(name), None), device="meta")
+        count = count_macs(model, inputs, engine="meta", name=name)
         return cls(
             model=name,
             total=count.params,
@@ -118,12 +117,9 @@ class FlopReport:
     ) -> "FlopReport":
         info = zoo.info(name)
         shape = zoo.input_shape(info, size, batch_size)
-        model = zoo.build(name, device="meta" if engine == "meta" else "cpu")
-        count = count_model(model, shape, engine, name)
-        checks = []
-        if cross_checks:
-            device = "meta" if engine == "meta" else "cpu"
-            checks = cross_check(model, (torch.zeros(shape, device=device),), count)
+        model, inputs = zoo.build_with_inputs(name, shape, device="meta" if engine == "meta" else "cpu")
+        count = count_model(model, inputs, engine, name)
+        checks = cross_check(model, inputs, count) if cross_checks else []
         return cls(count=count, cross_checks=checks, **options)
 
     def to_dict(self) -> dict:
@@ -183,8 +179,10 @@ class FlopReport:
         return tables
 
 
-def count_model(model: nn.Module, shape: tuple[int, ...], engine: str, name: str) -> MacCount:
+def count_model(model: nn.Module, inputs, engine: str, name: str) -> MacCount:
+    """``inputs``: a shape, or the tensors of one forward (count_macs's)."""
     try:
-        return count_macs(model, shape, engine=engine, name=name)
+        return count_macs(model, inputs, engine=engine, name=name)
     except (RuntimeError, ValueError, IndexError, AssertionError) as exc:
-        raise UsageError(f"{name} cannot take input {zoo.format_size(shape)}: {first_line(exc)}") from exc
+        shapes = [tuple(t.shape) for t in inputs] if isinstance(inputs[0], torch.Tensor) else [inputs]
+        raise UsageError(f"{name} cannot take input {zoo.format_size(shapes)}: {first_line(exc)}") from exc

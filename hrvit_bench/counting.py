@@ -479,28 +479,48 @@ def owners_of_parameters(model: nn.Module, uncalled: set[str]) -> list[str]:
     return sorted(n for n, m in model.named_modules() if n in uncalled and any(True for _ in m.parameters(False)))
 
 
-def count_macs(model: nn.Module, input_shape: tuple[int, ...], *, engine: str = "meta", name: str = "") -> MacCount:
-    """Count one forward of ``model`` on an input of ``input_shape`` (B, C, H, W).
+Inputs = "tuple[int, ...] | tuple[torch.Tensor, ...] | torch.Tensor"
 
-    ``engine="meta"`` moves a copy of the model to the meta device (the caller's model is left alone unless it
-    already is on meta); ``engine="fvcore"`` runs fvcore on real zeros.
+
+def _as_inputs(inputs) -> tuple[tuple[torch.Tensor, ...], tuple]:
+    """(the forward's positional tensors, the shape label): one input's shape, or a tuple of the shapes."""
+    if isinstance(inputs, torch.Tensor):
+        inputs = (inputs,)
+    inputs = tuple(inputs)
+    if inputs and all(isinstance(d, int) and not isinstance(d, bool) for d in inputs):
+        return (torch.zeros(inputs, device="meta"),), inputs
+    if not inputs or not all(isinstance(t, torch.Tensor) for t in inputs):
+        raise ValueError("inputs must be a shape (a tuple of ints) or a tensor or tuple of tensors, not "
+                         f"{tuple(type(t).__name__ for t in inputs)}")
+    shapes = tuple(tuple(t.shape) for t in inputs)
+    return inputs, shapes[0] if len(shapes) == 1 else shapes
+
+
+def count_macs(model: nn.Module, inputs: Inputs, *, engine: str = "meta", name: str = "") -> MacCount:
+    """Count one forward of ``model`` on ``inputs``: a shape such as (B, C, H, W) (zeros of it are fed), or a
+    tensor or tuple of tensors passed as the forward's positional arguments.
+
+    ``engine="meta"`` moves a copy of the model, and the inputs, to the meta device (the caller's model is left
+    alone unless it already is on meta); ``engine="fvcore"`` runs fvcore on real tensors (meta inputs become zeros).
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}")
+    tensors, input_shape = _as_inputs(inputs)
     model = model.eval()
     params, trainable = parameter_counts(model)
     if engine == "meta":
         on_meta = all(p.is_meta for p in model.parameters())
         meta_model = model if on_meta else copy.deepcopy(model).to("meta")
-        raw = _count_meta(meta_model, (torch.zeros(input_shape, device="meta"),))
+        raw = _count_meta(meta_model, tuple(t.to("meta") for t in tensors))
     else:
-        raw = _count_fvcore(model, (torch.zeros(input_shape),))
+        real = tuple(torch.zeros(t.shape, dtype=t.dtype) if t.is_meta else t for t in tensors)
+        raw = _count_fvcore(model, real)
     by_module = {n: {op: int(v) for op, v in ops.items() if v} for n, ops in raw.by_module.items()}
     counted_model = meta_model if engine == "meta" else model
     unread = unread_parameters(counted_model, raw.read_parameters)
     return MacCount(
         model=name,
-        input_shape=tuple(input_shape),
+        input_shape=input_shape,
         engine=engine,
         params=params,
         trainable_params=trainable,

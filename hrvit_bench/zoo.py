@@ -1,4 +1,5 @@
-"""hrvit-bench's only door to ``models/``: resolve names, parse input sizes, build on the right device."""
+"""hrvit-bench's only door to models: resolve names (registered, or outside specs such as ``timm:resnet50``), parse
+input sizes, build on the right device."""
 from __future__ import annotations
 
 import re
@@ -10,6 +11,7 @@ from torch.overrides import TorchFunctionMode
 import hrvit_bench_models as models
 from hrvit_bench_models import ModelInfo, UnknownModelError
 
+from . import outside
 from .errors import UsageError
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
@@ -27,7 +29,10 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def format_size(dims) -> str:
-    """(512, 1024) -> '512x1024'; also whole shapes, (1, 3, 224, 224) -> '1x3x224x224'."""
+    """(512, 1024) -> '512x1024'; also whole shapes, (1, 3, 224, 224) -> '1x3x224x224', and several inputs'
+    shapes, ((1, 3, 8, 8), (1, 5)) -> '1x3x8x8, 1x5'."""
+    if dims and isinstance(dims[0], (tuple, list, torch.Size)):
+        return ", ".join(format_size(d) for d in dims)
     return "x".join(str(int(d)) for d in dims)
 
 
@@ -37,6 +42,8 @@ def names(pattern: str = "*", *, family: str | None = None, task: str | None = N
 
 
 def info(name: str) -> ModelInfo:
+    if outside.is_spec(name):
+        return _outside_info(_outside(name))
     try:
         return models.model_info(name)
     except UnknownModelError as exc:
@@ -47,20 +54,27 @@ def resolve(names_or_patterns: list[str]) -> list[ModelInfo]:
     """Names, or glob patterns (``hrvit_b*_seg_ade20k``), in the order given, without repeats."""
     found: list[str] = []
     for item in names_or_patterns:
-        if any(ch in item for ch in "*?["):
+        if outside.is_spec(item):
+            if item not in found:
+                _outside(item)  # every spec is checked before anything is counted
+                found.append(item)
+        elif any(ch in item for ch in "*?["):
             matched = models.list_models(item)
             if not matched:
                 raise UsageError(f"no model matches {item!r}; see `hrvit-bench list`")
             found += [m for m in matched if m not in found]
         elif item not in found:
             found.append(info(item).name)
-    return [models.model_info(n) for n in found]
+    return [info(n) for n in found]
 
 
 def input_shape(model: ModelInfo, size: tuple[int, int] | None, batch_size: int = 1) -> tuple[int, int, int, int]:
     """(B, 3, H, W), checked against what the model can take."""
     if batch_size <= 0:
         raise UsageError(f"batch size must be a positive integer, not {batch_size}")
+    known = outside.lookup(model.name)
+    if known is not None and known.example_shapes is not None:
+        return _example_shape(known, size, batch_size)
     h, w = size or model.input_size
     if min(h, w) < model.input_multiple:
         raise UsageError(
@@ -83,8 +97,77 @@ class _NoInitOnMeta(TorchFunctionMode):
 
 def build(name: str, device: str = "cpu", **overrides) -> nn.Module:
     """Build in eval mode; on ``meta`` no memory is allocated and no weights are initialised."""
+    if outside.is_spec(name):
+        return _build_outside(_outside(name), device)[0]
     if torch.device(device).type == "meta":
         with torch.device(device), _NoInitOnMeta():
             return models.create_model(name, **overrides).eval()
     with torch.device(device):
         return models.create_model(name, **overrides).eval()
+
+
+def build_with_inputs(name: str, shape, device: str = "cpu") -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """The model and the inputs of one forward: zeros of ``shape`` (from ``input_shape``), or an outside builder's
+    own example inputs, on ``device``."""
+    known = outside.lookup(name) if outside.is_spec(name) else None
+    if known is not None and known.example_shapes is not None:
+        model, inputs = _build_outside(known, device)
+        return model, tuple(t.to(device) for t in inputs)
+    return build(name, device), (torch.zeros(shape, device=device),)
+
+
+def require_image_input(names: list[str], why: str) -> None:
+    """Timing feeds random B x 3 x H x W images: refuse an outside model that brings inputs of another kind."""
+    for name in names:
+        known = outside.lookup(name)
+        if known is not None and known.example_shapes is not None and (
+                len(known.example_shapes) != 1 or len(known.example_shapes[0]) != 4):
+            raise UsageError(f"{name} brings its own example inputs ({format_size(known.example_shapes)}); {why} "
+                             "feeds one B x 3 x H x W image: make the builder return only the module")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Outside models (hrvit_bench/outside.py): built on the device asked for, named by their spec.
+
+
+def _outside(spec: str) -> outside.OutsideModel:
+    return outside.resolve(spec, lambda unprobed: _build_outside(unprobed, "meta"))
+
+
+def _build_outside(model: outside.OutsideModel, device: str) -> tuple[nn.Module, tuple[torch.Tensor, ...] | None]:
+    """On meta, a builder that cannot run there (``.item()`` on a meta tensor, say) is built on the CPU and moved."""
+    if torch.device(device).type == "meta":
+        try:
+            with torch.device(device), _NoInitOnMeta():
+                module, inputs = model.build()
+        except UsageError:
+            with torch.device("cpu"):
+                module, inputs = model.build()
+            module = module.to("meta")
+        inputs = None if inputs is None else tuple(t.to("meta") for t in inputs)
+        return module.eval(), inputs
+    with torch.device(device):
+        module, inputs = model.build()
+    return module.to(device).eval(), inputs
+
+
+def _outside_info(model: outside.OutsideModel) -> ModelInfo:
+    return ModelInfo(
+        name=model.spec, family="outside", variant=model.spec.partition(":")[2], task="classification",
+        dataset=None, num_classes=None, input_size=model.input_size, paper_inputs=(model.input_size,),
+        reference=model.spec, official_code="", input_multiple=1, attention="unknown",
+        notes="an outside model, built from its spec",
+    )
+
+
+def _example_shape(model: outside.OutsideModel, size: tuple[int, int] | None, batch_size: int):
+    """An outside builder's example inputs are used as given: --input and --batch-size must match them."""
+    shapes = model.example_shapes
+    image = shapes[0] if len(shapes) == 1 and len(shapes[0]) == 4 else None
+    if size is not None and (image is None or tuple(size) != tuple(image[2:])):
+        raise UsageError(f"{model.spec} brings its own example inputs ({format_size(shapes)}); --input "
+                         f"{format_size(size)} does not match them: leave --input out")
+    if batch_size != 1 and (image is None or batch_size != image[0]):
+        raise UsageError(f"{model.spec} brings its own example inputs ({format_size(shapes)}); --batch-size "
+                         f"{batch_size} does not match them: leave --batch-size out")
+    return image if image is not None else shapes

@@ -1,4 +1,6 @@
 """Shared fixtures: a toy model registered for the duration of a test."""
+import os
+
 import pytest
 
 import hrvit_bench_models as models
@@ -19,3 +21,8 @@ def toy_model():
 
     yield name
     models.unregister_model(name)
+
+
+# tests/test_outside_timm.py needs timm and torchvision, which live in their own venv (README, "Any model"); the
+# default run does not collect it, and the run meant for it (HRVIT_BENCH_TIMM=1, in .ci/run) fails without them.
+collect_ignore = [] if os.environ.get("HRVIT_BENCH_TIMM") == "1" else ["test_outside_timm.py"]
