@@ -225,6 +225,10 @@ def flops(
         Engine, typer.Option(help="meta: fvcore's rules on shapes alone (fast); fvcore: fvcore on real tensors.")
     ] = Engine.meta,
     cross_check: Annotated[bool, typer.Option(help="Also count with torch FlopCounterMode and thop.")] = True,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 1 when a known GEMM-like call (matmul, conv, attention, RNN, ...) "
+                                            "went uncounted.")
+    ] = False,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
 ):
@@ -245,6 +249,12 @@ def flops(
         "counting",
     )
     _emit(results, as_json, as_csv)
+    incomplete = [r.count for r in results if not r.count.coverage.complete]
+    if strict and incomplete:
+        _error("--strict: known GEMM-like calls went uncounted: " + "; ".join(
+            f"{c.model}: " + ", ".join(f"{op} {n}" for op, n in sorted(c.coverage.costly_uncounted.items()))
+            for c in incomplete))
+        raise typer.Exit(1)
 
 
 @command

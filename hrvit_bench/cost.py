@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from rich.table import Table
+from rich.text import Text
 from torch import nn
 
 from . import zoo
 from .conventions import ALL_CONVENTIONS, DEFAULT, Convention
-from .counting import MacCount, count_macs
+from .counting import CountingError, MacCount, NeedsRealTensors, count_macs
 from .crosscheck import CounterResult, cross_check
 from .errors import UsageError, first_line
 
@@ -119,10 +121,17 @@ class FlopReport:
         info = zoo.info(name)
         shape = zoo.input_shape(info, size, batch_size)
         model = zoo.build(name, device="meta" if engine == "meta" else "cpu")
-        count = count_model(model, shape, engine, name)
+        built: list[nn.Module] = []
+
+        def real_model() -> nn.Module:  # where the meta engine needs real tensors to fall back on
+            built.append(zoo.build(name, device="cpu"))
+            return built[-1]
+
+        count = count_model(model, shape, engine, name, real_model)
+        model = built[-1] if built else model
         checks = []
         if cross_checks:
-            device = "meta" if engine == "meta" else "cpu"
+            device = "meta" if count.engine == "meta" else "cpu"
             checks = cross_check(model, (torch.zeros(shape, device=device),), count)
         return cls(count=count, cross_checks=checks, **options)
 
@@ -140,7 +149,8 @@ class FlopReport:
         return [{**base, "convention": c.name, "count": self.count.total(c), "giga": c.giga_value(self.count.total(c))}
                 for c in self.conventions]
 
-    def tables(self) -> list[Table]:
+    def tables(self) -> list:
+        """The conventions table with the notes and the coverage line under it, the breakdown, the cross-checks."""
         count = self.count
         head = Table(title=f"{count.model} @ {zoo.format_size(count.input_shape)}: {count.params:,} params "
                            f"({count.engine} engine)")
@@ -150,7 +160,9 @@ class FlopReport:
         for c in self.conventions:
             raw = count.total(c)
             head.add_row(c.label, f"{raw:,}", f"{c.giga_value(raw):.3f}")
-        tables = [head]
+        tables: list = [head, *(Text(note, style="yellow") for note in count.notes)]
+        costly = not count.coverage.complete
+        tables.append(Text(count.coverage.line(), style="bold red" if costly else "dim"))
         detail = Table(title=f"by {self.by} ({self.shown.label})")
         detail.add_column(self.by)
         detail.add_column("count", justify="right")
@@ -183,8 +195,18 @@ class FlopReport:
         return tables
 
 
-def count_model(model: nn.Module, shape: tuple[int, ...], engine: str, name: str) -> MacCount:
+def count_model(model: nn.Module, shape: tuple[int, ...], engine: str, name: str,
+                real_model: Callable[[], nn.Module] | None = None) -> MacCount:
+    """Count, mapping errors: a meta model the meta engine cannot run is counted again from a real one
+    (``real_model``), which falls back to fvcore. Only an input the model refuses on real tensors is "cannot take
+    input"; an engine that cannot count says so, naming the operator."""
     try:
         return count_macs(model, shape, engine=engine, name=name)
+    except NeedsRealTensors:
+        if real_model is None:
+            raise
+        return count_model(real_model(), shape, engine, name)
+    except CountingError:
+        raise
     except (RuntimeError, ValueError, IndexError, AssertionError) as exc:
         raise UsageError(f"{name} cannot take input {zoo.format_size(shape)}: {first_line(exc)}") from exc
