@@ -354,21 +354,31 @@ _DATA_MOVEMENT = frozenset(
 
 def _like_input(a, k):
     """relu, hardswish, silu, ...: ``(input, inplace=False)``; in place returns the input itself."""
-    return a[0] if _arg(a, k, 1, "inplace", False) else torch.empty_like(a[0])
+    x = _arg(a, k, 0, "input")
+    return x if _arg(a, k, 1, "inplace", False) else torch.empty_like(x)
 
 
 def _linear_shape(a, k):
-    x, w = a[0], _arg(a, k, 1, "weight")
+    x, w = _arg(a, k, 0, "input"), _arg(a, k, 1, "weight")
+    if x.shape[-1] != w.shape[-1]:  # torch's own kernel then raises the real error
+        raise ValueError("linear: input and weight sizes differ")
     return x.new_empty((*x.shape[:-1], w.shape[0]))
 
 
+def _layer_norm_shape(a, k):
+    x, normalized = _arg(a, k, 0, "input"), tuple(_arg(a, k, 1, "normalized_shape"))
+    if tuple(x.shape[x.dim() - len(normalized):]) != normalized:
+        raise ValueError("layer_norm: input and normalized_shape differ")
+    return torch.empty_like(x)
+
+
 def _sdpa_shape(a, k):
-    q, v = a[0], _arg(a, k, 2, "value")
+    q, v = _arg(a, k, 0, "query"), _arg(a, k, 2, "value")
     return q.new_empty((*q.shape[:-1], v.shape[-1]))
 
 
 def _interpolate_shape(a, k):
-    x = a[0]
+    x = _arg(a, k, 0, "input")
     size, scale = _arg(a, k, 1, "size"), _arg(a, k, 2, "scale_factor")
     spatial = x.dim() - 2
     if size is not None:
@@ -380,7 +390,7 @@ def _interpolate_shape(a, k):
 
 
 def _add_shape(a, k):
-    x, y = a[0], a[1]
+    x, y = _arg(a, k, 0, "input"), _arg(a, k, 1, "other")
     if not isinstance(y, torch.Tensor):
         return torch.empty_like(x)
     shape = torch.broadcast_shapes(x.shape, y.shape)
@@ -391,9 +401,10 @@ _ELEMENTWISE = (F.layer_norm, F.group_norm, F.batch_norm, F.instance_norm, F.gel
                 torch.Tensor.softmax, F.dropout, F.dropout2d)
 _ELEMENTWISE_MAYBE_INPLACE = (F.hardswish, F.relu, F.silu, F.hardsigmoid, F.relu6)
 SHAPE_FUNCTIONS: dict[Any, Callable] = {
-    **{f: (lambda a, k: torch.empty_like(a[0])) for f in _ELEMENTWISE},
+    **{f: (lambda a, k: torch.empty_like(_arg(a, k, 0, "input"))) for f in _ELEMENTWISE if f is not F.layer_norm},
     **{f: _like_input for f in _ELEMENTWISE_MAYBE_INPLACE},
     F.linear: _linear_shape,
+    F.layer_norm: _layer_norm_shape,
     F.scaled_dot_product_attention: _sdpa_shape,
     F.interpolate: _interpolate_shape,
     torch.add: _add_shape,
@@ -490,10 +501,12 @@ class _ShapeCountingMode(_ParameterReads):
         kwargs = kwargs or {}
         self._note_reads(args, kwargs)
         shape_function = SHAPE_FUNCTIONS.get(func)
-        try:
-            if shape_function is not None and "out" not in kwargs and _all_meta(args, kwargs):
+        out = None
+        if shape_function is not None and "out" not in kwargs and _all_meta(args, kwargs):
+            with contextlib.suppress(Exception):  # a shortcut only: torch's own meta kernel decides below
                 out = shape_function(args, kwargs)
-            else:
+        try:
+            if out is None:
                 out = func(*args, **kwargs)
         except Exception as exc:
             op = _op_name(func)
