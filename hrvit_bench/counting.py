@@ -762,17 +762,18 @@ class Coverage:
     def line(self) -> str:
         """One line for under the table."""
         uncounted = sum(self.uncounted_calls.values())
-        text = f"coverage: {_calls(self.counted_calls)} counted by a rule; {uncounted:,} without one"
+        text = f"coverage: {_calls(self.counted_calls)} counted by a rule, {uncounted:,} without one"
         if uncounted:
             top = sorted(self.uncounted_calls.items(), key=lambda kv: (-kv[1], kv[0]))
-            text += " (" + ", ".join(f"{op} {n}" for op, n in top[:4]) + (", ..." if len(top) > 4 else "") + ")"
-        if self.composites:
+            text += " (" + ", ".join(f"{op} {n}" for op, n in top[:3]) + (", ..." if len(top) > 3 else "")
             hidden = sum(self.uncounted_calls.get(op, 0) for op in self.composites)
-            text += f", {hidden:,} of them Python-level calls whose inner torch calls ran unseen"
+            text += f"; {hidden:,} composite, parts unseen" if hidden else ""
+            text += ")"
         if self.costly_uncounted:
+            n = sum(self.costly_uncounted.values())
             costly = ", ".join(f"{op} {n}" for op, n in sorted(self.costly_uncounted.items()))
-            return text + f"; UNCOUNTED GEMM-like calls: {costly} (their MACs are missing from the totals)"
-        return text + "; every known GEMM-like call counted"
+            return text + f", {_calls(n)} GEMM-like UNCOUNTED: {costly} (missing from the totals)"
+        return text + ", 0 GEMM-like calls uncounted"
 
     def to_dict(self) -> dict:
         return {
