@@ -206,13 +206,12 @@ def _sdpa_rule(a, k, out):
     return _counted("scaled_dot_product_attention", sdpa_macs(_shape(q), _shape(key), _shape(v), _shape(out)), 0)
 
 
-def _matmul_rule(op: str, first: tuple[int, str], second: tuple[int, str]) -> Rule:
+def _matmul_rule(op: str, first: tuple[int, str], second: tuple[int, str], fvcore_has_rule: bool = False) -> Rule:
     """matmul/mm/bmm and their add- forms: the true (broadcast) product; fvcore's rule noted beside it."""
 
     def rule(a, k, out):
         x, y = _shape(_arg(a, k, *first)), _shape(_arg(a, k, *second))
-        plain = fvcore_matmul_macs(x, y) if op in ("matmul", "mm", "bmm", "addmm") else 0
-        return _counted(op, matmul_macs(x, y), plain)
+        return _counted(op, matmul_macs(x, y), fvcore_matmul_macs(x, y) if fvcore_has_rule else 0)
 
     return rule
 
@@ -238,6 +237,20 @@ def _mha_rule(a, k, out):
     return Counted({"linear": projections, "bmm": 2 * product}, projections + 2 * product)
 
 
+def native_mha_counted(q, k, v, need_weights: bool) -> Counted:
+    """``torch._native_multi_head_attention``, MultiheadAttention's fast path (batch first, packed projections);
+    fvcore has no rule for it."""
+    seq_first = [[s[1], s[0], s[2]] if len(s) == 3 else s for s in (q, k, v)]
+    projections, product = mha_macs(*seq_first, seq_first[1][0])
+    attention = "bmm" if need_weights else "scaled_dot_product_attention"
+    return Counted({"linear": projections, attention: 2 * product}, 0)
+
+
+def _native_mha_rule(a, k, out):
+    q, key, v = (_shape(_arg(a, k, i, n)) for i, n in ((0, "query"), (1, "key"), (2, "value")))
+    return native_mha_counted(q, key, v, _arg(a, k, 10, "need_weights", True))
+
+
 def _rnn_rule(a, k, out):
     """``_VF.lstm/gru/rnn_*``: the flat weights are the last list among the first arguments (after hx, which is a
     list for LSTM, and batch_sizes for packed sequences)."""
@@ -251,10 +264,11 @@ def _rnn_cell_rule(a, k, out):
     return _counted("linear", rnn_macs(_shape(x), [_shape(w_ih), _shape(w_hh)]))
 
 
-_matmul = _matmul_rule("matmul", (0, "input"), (1, "other"))
-_mm = _matmul_rule("mm", (0, "input"), (1, "mat2"))
-_bmm = _matmul_rule("bmm", (0, "input"), (1, "mat2"))
-_addmm = _matmul_rule("addmm", (1, "mat1"), (2, "mat2"))
+_matmul = _matmul_rule("matmul", (0, "input"), (1, "other"), True)
+_mm = _matmul_rule("mm", (0, "input"), (1, "mat2"), True)
+_bmm = _matmul_rule("bmm", (0, "input"), (1, "mat2"), True)
+_addmm = _matmul_rule("addmm", (1, "mat1"), (2, "mat2"), True)
+_addmm_ = _matmul_rule("addmm", (1, "mat1"), (2, "mat2"))  # in place: fvcore has no rule for aten::addmm_
 _baddbmm = _matmul_rule("baddbmm", (1, "batch1"), (2, "batch2"))
 _addbmm = _matmul_rule("addbmm", (1, "batch1"), (2, "batch2"))
 _mv = _matmul_rule("mv", (0, "input"), (1, "vec"))
@@ -281,6 +295,10 @@ RULES: dict[Any, Rule] = {
     torch.Tensor.bmm: _bmm,
     torch.addmm: _addmm,
     torch.Tensor.addmm: _addmm,
+    torch.Tensor.addmm_: _addmm_,
+    torch.Tensor.baddbmm_: _baddbmm,
+    torch.Tensor.addbmm_: _addbmm,
+    torch.Tensor.addmv_: _addmv,
     torch.baddbmm: _baddbmm,
     torch.Tensor.baddbmm: _baddbmm,
     torch.addbmm: _addbmm,
@@ -296,6 +314,7 @@ RULES: dict[Any, Rule] = {
     torch.einsum: _einsum_rule,
     F.scaled_dot_product_attention: _sdpa_rule,
     F.multi_head_attention_forward: _mha_rule,
+    torch._native_multi_head_attention: _native_mha_rule,
     torch.lstm: _rnn_rule,
     torch.gru: _rnn_rule,
     torch.rnn_tanh: _rnn_rule,
@@ -638,12 +657,8 @@ def _fvcore_rnn_cell_handle(inputs, outputs) -> Counted:
 
 
 def _fvcore_native_mha_handle(inputs, outputs) -> Counted:
-    """aten::_native_multi_head_attention, MultiheadAttention's fast path (batch-first, packed projections)."""
     q, k, v = _shapes(inputs[:3])
-    seq_first = [[s[1], s[0], s[2]] if len(s) == 3 else s for s in (q, k, v)]
-    projections, product = mha_macs(*seq_first, seq_first[1][0])
-    attention = "bmm" if inputs[10].toIValue() else "scaled_dot_product_attention"
-    return Counted({"linear": projections, attention: 2 * product}, 0)
+    return native_mha_counted(q, k, v, inputs[10].toIValue())
 
 
 EXTRA_FVCORE_HANDLES: dict[str, Callable] = {
@@ -651,6 +666,10 @@ EXTRA_FVCORE_HANDLES: dict[str, Callable] = {
     "aten::einsum": _fvcore_einsum_handle,
     "aten::matmul": _fvcore_product_handle("matmul", 0, True),
     "aten::baddbmm": _fvcore_product_handle("baddbmm", 1, False),
+    "aten::addmm_": _fvcore_product_handle("addmm", 1, False),
+    "aten::baddbmm_": _fvcore_product_handle("baddbmm", 1, False),
+    "aten::addbmm_": _fvcore_product_handle("addbmm", 1, False),
+    "aten::addmv_": _fvcore_product_handle("addmv", 1, False),
     "aten::addbmm": _fvcore_product_handle("addbmm", 1, False),
     "aten::mv": _fvcore_product_handle("mv", 0, False),
     "aten::addmv": _fvcore_product_handle("addmv", 1, False),

@@ -137,6 +137,26 @@ def test_multihead_cross_attention_with_other_key_and_value_sizes(engine):
     assert count.by_operator == {"linear": projections, "scaled_dot_product_attention": 2 * N * L * attended * E}
 
 
+class NativeAttention(nn.Module):
+    """MultiheadAttention's fast path called directly (a frozen model in inference may take it)."""
+
+    def __init__(self, need_weights):
+        super().__init__()
+        self.mha, self.need_weights = nn.MultiheadAttention(E, HEADS, batch_first=True), need_weights
+
+    def forward(self, x):
+        m = self.mha
+        return torch._native_multi_head_attention(x, x, x, E, HEADS, m.in_proj_weight, m.in_proj_bias,
+                                                  m.out_proj.weight, m.out_proj.bias, None, self.need_weights)[0]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_multihead_attention_fast_path(engine, need_weights):
+    count = count_macs(NativeAttention(need_weights), (N, L, E), engine=engine)
+    assert count.by_operator == _self_attention(need_weights)
+
+
 def test_vit_block_with_multihead_attention_counts_like_timms_vit():
     """A ViT-B/16 encoder block at 224 (197 tokens, 768 wide, MLP 3072): 4 x 197 x 768^2 projections,
     2 x 197^2 x 768 attention products, 2 x 197 x 768 x 3072 MLP, per image (meta engine, shapes only)."""
@@ -241,6 +261,18 @@ def test_baddbmm_and_addbmm(engine):
                             (2, 8, 5), (1, 5), (3, 5)), (2, 3, 8), engine=engine)
     assert count.by_operator == {"baddbmm": 2 * 3 * 8 * 5, "addbmm": 2 * 3 * 8 * 5}
     assert count.fvcore_differences["baddbmm"]["fvcore_macs"] == 0  # fvcore has no rule for it
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_in_place_add_products(engine):
+    def fn(m, x):
+        out = torch.zeros(2, 3, 5, device=x.device).baddbmm_(x, m.p0)  # 2 x (3x8 @ 8x5)
+        out = torch.zeros(3, 5, device=x.device).addmm_(x[0], m.p0[0]) + out  # 3x8 @ 8x5
+        return torch.zeros(3, device=x.device).addmv_(x[0], m.p1)[:, None] + out  # 3x8 @ 8
+
+    count = count_macs(Call(fn, (2, 8, 5), (8,)), (2, 3, 8), engine=engine)
+    assert count.by_operator == {"baddbmm": 2 * 3 * 8 * 5, "addmm": 3 * 8 * 5, "addmv": 3 * 8}
+    assert count.coverage.complete
 
 
 @pytest.mark.parametrize("engine", ENGINES)
