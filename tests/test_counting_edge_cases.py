@@ -167,6 +167,40 @@ def test_vit_block_with_multihead_attention_counts_like_timms_vit():
     assert count.by_operator["layer_norm"] == 2 * 5 * 197 * 768
 
 
+class ViTB16(nn.Module):
+    """torchvision's vit_b_16 in plain torch: 16x16 patches, class token, 12 pre-norm blocks through
+    nn.MultiheadAttention, a final LayerNorm over all 197 tokens, a 1000-class head on the class token."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv_proj = nn.Conv2d(3, 768, 16, 16)
+        self.class_token = nn.Parameter(torch.zeros(1, 1, 768))
+        self.pos_embedding = nn.Parameter(torch.zeros(1, 197, 768))
+        layer = nn.TransformerEncoderLayer(768, 12, 3072, activation="gelu", batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 12, enable_nested_tensor=False)
+        self.ln = nn.LayerNorm(768)
+        self.head = nn.Linear(768, 1000)
+
+    def forward(self, x):
+        x = self.conv_proj(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embedding
+        return self.head(self.ln(self.encoder(x))[:, 0])
+
+
+def test_vit_b_16_counts_the_published_17_58_gmacs():
+    """The issue's example: without MultiheadAttention the meta engine gave 11.29 G."""
+    tokens, width = 197, 768
+    block = (4 * tokens * width**2  # q, k, v and out projections
+             + 2 * tokens**2 * width  # q k^T and attn v
+             + 2 * tokens * width * 3072  # MLP
+             + 2 * 5 * tokens * width)  # two affine LayerNorms, 5 per element
+    expected = 196 * width * 3 * 16 * 16 + 12 * block + 5 * tokens * width + width * 1000
+    count = count_macs(ViTB16(), (1, 3, 224, 224), engine="meta")
+    assert count.total() == expected == 17_582_740_224
+    assert round(count.total() / 1e9, 2) == 17.58
+    assert count.coverage.complete
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Recurrent layers: every weight matrix of every layer and direction multiplies one vector per step and sample.
 
