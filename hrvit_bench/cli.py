@@ -272,6 +272,10 @@ def flops(
     cross_check: Annotated[bool, typer.Option(help="Also count with torch FlopCounterMode and thop.")] = True,
     shard: ShardOpt = None,
     out: RecordOpt = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 1 when a known GEMM-like call (matmul, conv, attention, RNN, ...) "
+                                            "went uncounted.")
+    ] = False,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
 ):
@@ -298,6 +302,12 @@ def flops(
     _write_record(out, "flops", {"input": input, "batch_size": batch_size, "engine": engine.value, "cross_check":
                                  cross_check, "conventions": [c.name for c in conventions], "by": by.value,
                                  "depth": depth}, results, shard_info)
+    incomplete = [r.count for r in results if not r.count.coverage.complete]
+    if strict and incomplete:
+        _error("--strict: known GEMM-like calls went uncounted: " + "; ".join(
+            f"{c.model}: " + ", ".join(f"{op} {n}" for op, n in sorted(c.coverage.costly_uncounted.items()))
+            for c in incomplete))
+        raise typer.Exit(1)
 
 
 @command

@@ -21,7 +21,8 @@ GIGA_DIVISOR = {"1e9": 1e9, "2^30": float(2**30)}
 
 # Operators (fvcore's names) that are matrix products; the "gemm" convention counts only these.
 GEMM_OPS = frozenset(
-    {"conv", "linear", "matmul", "mm", "bmm", "addmm", "einsum", "scaled_dot_product_attention"}
+    {"conv", "linear", "matmul", "mm", "bmm", "addmm", "baddbmm", "addbmm", "mv", "addmv", "dot", "einsum",
+     "scaled_dot_product_attention", "rnn"}
 )
 
 

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from rich.table import Table
+from rich.text import Text
 from torch import nn
 
 from . import zoo
 from .conventions import ALL_CONVENTIONS, DEFAULT, Convention
-from .counting import MacCount, count_macs
+from .counting import CountingError, MacCount, NeedsRealTensors, count_macs
 from .crosscheck import CounterResult, cross_check
 from .errors import UsageError, first_line
 
@@ -118,8 +120,19 @@ class FlopReport:
         info = zoo.info(name)
         shape = zoo.input_shape(info, size, batch_size)
         model, inputs = zoo.build_with_inputs(name, shape, device="meta" if engine == "meta" else "cpu")
-        count = count_model(model, inputs, engine, name)
-        checks = cross_check(model, inputs, count) if cross_checks else []
+        built: list[nn.Module] = []
+
+        def real_model() -> nn.Module:  # where the meta engine needs real tensors to fall back on
+            built.append(zoo.build_with_inputs(name, shape, device="cpu")[0])
+            return built[-1]
+
+        count = count_model(model, inputs, engine, name, real_model)
+        model = built[-1] if built else model
+        checks = []
+        if cross_checks:
+            if count.engine != "meta":
+                inputs = tuple(torch.zeros(t.shape, dtype=t.dtype) if t.is_meta else t for t in inputs)
+            checks = cross_check(model, inputs, count)
         return cls(count=count, cross_checks=checks, **options)
 
     def to_dict(self) -> dict:
@@ -136,7 +149,8 @@ class FlopReport:
         return [{**base, "convention": c.name, "count": self.count.total(c), "giga": c.giga_value(self.count.total(c))}
                 for c in self.conventions]
 
-    def tables(self) -> list[Table]:
+    def tables(self) -> list:
+        """The conventions table with the notes and the coverage line under it, the breakdown, the cross-checks."""
         count = self.count
         head = Table(title=f"{count.model} @ {zoo.format_size(count.input_shape)}: {count.params:,} params "
                            f"({count.engine} engine)")
@@ -146,7 +160,9 @@ class FlopReport:
         for c in self.conventions:
             raw = count.total(c)
             head.add_row(c.label, f"{raw:,}", f"{c.giga_value(raw):.3f}")
-        tables = [head]
+        tables: list = [head, *(Text(note, style="yellow") for note in count.notes)]
+        costly = not count.coverage.complete
+        tables.append(Text(count.coverage.line(), style="bold red" if costly else "dim"))
         detail = Table(title=f"by {self.by} ({self.shown.label})")
         detail.add_column(self.by)
         detail.add_column("count", justify="right")
@@ -179,10 +195,20 @@ class FlopReport:
         return tables
 
 
-def count_model(model: nn.Module, inputs, engine: str, name: str) -> MacCount:
-    """``inputs``: a shape, or the tensors of one forward (count_macs's)."""
+def count_model(model: nn.Module, inputs, engine: str, name: str,
+                real_model: Callable[[], nn.Module] | None = None) -> MacCount:
+    """Count, mapping errors. ``inputs``: a shape, or the tensors of one forward (count_macs's). A meta model the
+    meta engine cannot run is counted again from a real one (``real_model``), which falls back to fvcore. Only an
+    input the model refuses on real tensors is "cannot take input"; an engine that cannot count says so, naming
+    the operator."""
     try:
         return count_macs(model, inputs, engine=engine, name=name)
+    except NeedsRealTensors:
+        if real_model is None:
+            raise
+        return count_model(real_model(), inputs, engine, name)
+    except CountingError:
+        raise
     except (RuntimeError, ValueError, IndexError, AssertionError) as exc:
         shapes = [tuple(t.shape) for t in inputs] if isinstance(inputs[0], torch.Tensor) else [inputs]
         raise UsageError(f"{name} cannot take input {zoo.format_size(shapes)}: {first_line(exc)}") from exc

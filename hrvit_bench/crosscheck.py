@@ -126,13 +126,35 @@ def _list(macs_by_op: dict[str, int]) -> str:
     return ", ".join(f"{op} {v:,}" for op, v in sorted(macs_by_op.items(), key=lambda kv: -kv[1]))
 
 
+def plain_fvcore_note(reference: MacCount) -> str:
+    """Where fvcore's own rules would report something else than ours, per operator (empty where they agree).
+
+    Ours count broadcast matmuls' true product (fvcore's rule multiplies a's elements by b's last dimension and
+    raises on a vector b), SDPA, baddbmm, mv, recurrent gates and multi-head attention's products (no fvcore rule:
+    counted 0)."""
+    parts = []
+    for op, row in reference.fvcore_differences.items():
+        calls = row.get("calls", 0)
+        part = f"{op} ({calls} call{'s' if calls != 1 else ''}): {row.get('macs', 0):,} here"
+        if row.get("fvcore_raises"):
+            part += f", its rule raises on {row['fvcore_raises']}"
+            if row.get("fvcore_raises") != calls:
+                part += f" and gives {row.get('fvcore_macs', 0):,} on the others"
+        else:
+            part += f", {row.get('fvcore_macs', 0):,} by its rule"
+        parts.append(part)
+    return "plain fvcore differs: " + "; ".join(parts) if parts else ""
+
+
 def cross_check(model: nn.Module, inputs: tuple, reference: MacCount) -> list[CounterResult]:
     """fvcore's rules (from ``reference``), torch's FlopCounterMode and thop, each in MACs."""
+    note = "the reference: fvcore's rules plus exact einsum, attention, broadcast-matmul and recurrent handles"
+    plain = plain_fvcore_note(reference)
     fvcore = CounterResult(
         f"fvcore rules ({reference.engine} engine)",
         "MACs, all counted ops",
         reference.total(),
         reference.by_operator,
-        "the reference: fvcore's rules plus exact einsum and attention handles",
+        note + ("; " + plain if plain else ""),
     )
     return [fvcore, torch_flop_counter(model, inputs, reference), thop_counter(model, inputs, reference)]

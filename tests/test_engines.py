@@ -23,7 +23,9 @@ def zeroed_cpu_build(name):
 def test_meta_engine_equals_fvcore(name):
     meta = count_macs(zoo.build(name, "meta"), SIZE, engine="meta", name=name)
     real = count_macs(zeroed_cpu_build(name), SIZE, engine="fvcore", name=name)
+    assert meta.engine == "meta" and not meta.notes  # counted on shapes, not fallen back to fvcore
     assert meta.by_operator == real.by_operator
+    assert meta.coverage.complete and real.coverage.complete  # no GEMM-like call left uncounted
     assert meta.total() > 0
     assert meta.params == real.params
     assert meta.unused_params == real.unused_params
