@@ -229,7 +229,8 @@ def main(argv=None) -> int:
         print(json.dumps(record), flush=True)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "vs_official.json").write_text(json.dumps(
-            {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu", "torch": torch.__version__, "records": records}, indent=1))
+            {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu", "torch": torch.__version__,
+             "records": records}, indent=1))
     print(markdown(records))
     return 0
 

@@ -203,7 +203,9 @@ def _measure_each(infos, measure: Callable, verb: str) -> list:
 @command(name="list")
 def list_models(
     pattern: Annotated[str, typer.Argument(help="Glob over model names.")] = "*",
-    family: Annotated[Optional[str], typer.Option(help="Only this family (hrvit, mit, cswin, hrnet, hrnet_vit).")] = None,
+    family: Annotated[
+        Optional[str], typer.Option(help="Only this family (hrvit, mit, cswin, hrnet, hrnet_vit).")
+    ] = None,
     task: Annotated[Optional[str], typer.Option(help="cls, seg or backbone (or classification, segmentation).")] = None,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
@@ -317,13 +319,21 @@ def latency(
     input: Annotated[
         Optional[str], typer.Option("--input", "-i", help="HxW, or a comma list to sweep; default: the model's own.")
     ] = None,
-    batch_size: Annotated[str, typer.Option("--batch-size", "-b", help="Images per forward, or a comma list to sweep.")] = "1",
+    batch_size: Annotated[
+        str, typer.Option("--batch-size", "-b", help="Images per forward, or a comma list to sweep.")
+    ] = "1",
     dtype: Annotated[str, typer.Option(help="fp32, fp16 or bf16 (weights and input).")] = "fp32",
     channels_last: Annotated[bool, typer.Option("--channels-last", help="NHWC memory format.")] = False,
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile (inductor), compiled in the warm-up.")] = False,
-    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="Replay one captured CUDA graph per call.")] = False,
+    compile: Annotated[
+        bool, typer.Option("--compile", help="torch.compile (inductor), compiled in the warm-up.")
+    ] = False,
+    cuda_graphs: Annotated[
+        bool, typer.Option("--cuda-graphs", help="Replay one captured CUDA graph per call.")
+    ] = False,
     warmup: Annotated[int, typer.Option(help="Untimed calls before timing.")] = 5,
-    iters: Annotated[Optional[int], typer.Option(help="Timed calls, or rounds with --interleave (default: --min-time 1).")] = None,
+    iters: Annotated[
+        Optional[int], typer.Option(help="Timed calls, or rounds with --interleave (default: --min-time 1).")
+    ] = None,
     min_time: Annotated[
         Optional[float], typer.Option("--min-time", help="Time calls until this many seconds (at least 5 calls).")
     ] = None,
@@ -475,7 +485,9 @@ RoundsOpt = Annotated[int, typer.Option("--rounds", min=2, help="Interleaved rou
 def claims(
     convention: ConventionOpt = None,
     claim: Annotated[Optional[list[str]], typer.Option("--claim", "-c", help="Claim id or glob; repeatable.")] = None,
-    wide: Annotated[bool, typer.Option("--wide", help="The full table: every reason, published numbers, Table 6.")] = False,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="The full table: every reason, published numbers, Table 6.")
+    ] = False,
     latency: LatencyOpt = None,
     rounds: RoundsOpt = 10,
     threads: ThreadsOpt = None,
@@ -524,7 +536,9 @@ def _check_writable(folder: str) -> None:
 
 @command
 def report(
-    out: Annotated[str, typer.Option(help="Folder to write models.csv, claims.csv/.md, report.json, plots.")] = "reports",
+    out: Annotated[
+        str, typer.Option(help="Folder to write models.csv, claims.csv/.md, report.json, plots.")
+    ] = "reports",
     compare: Annotated[
         Optional[str], typer.Option(help="Baseline folder (or a models.csv) to compare with: exact counts and "
                                          "claim verdicts; any change fails.")
@@ -533,7 +547,9 @@ def report(
         Optional[str], typer.Option(help="Tolerance for measured values (latency ratios) with --compare, e.g. 5%. "
                                          "Counts are always compared exactly.")
     ] = None,
-    allow_new: Annotated[bool, typer.Option("--allow-new", help="Rows the baseline lacks are notes, not failures.")] = False,
+    allow_new: Annotated[
+        bool, typer.Option("--allow-new", help="Rows the baseline lacks are notes, not failures.")
+    ] = False,
     latency: LatencyOpt = None,
     rounds: RoundsOpt = 10,
     threads: ThreadsOpt = None,
@@ -590,8 +606,8 @@ def report(
             f"`{baseline.regenerate_command(out)}` and commit it", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     what = "counts and verdicts match" if baseline.verdicts is not None else "counts match"
-    output.console.print(f"{what} {compare} exactly" + (f"; latency within {fail_on_change}" if tolerance is not None
-                                                        and result.latency_ratios() else ""), highlight=False, soft_wrap=True)
+    latency_note = f"; latency within {fail_on_change}" if tolerance is not None and result.latency_ratios() else ""
+    output.console.print(f"{what} {compare} exactly{latency_note}", highlight=False, soft_wrap=True)
 
 
 def _report_shard(shard: str, out: str, compare: str | None, latency, engine: Engine, jobs: int | None) -> None:

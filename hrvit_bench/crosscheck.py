@@ -118,7 +118,8 @@ def thop_counter(model: nn.Module, inputs: tuple, reference: MacCount) -> Counte
     if any(by_op.get(op, 0) < v for op, v in reference.by_operator.items() if op in GEMM_OPS):
         note += " (thop sees only nn.Module calls: functional products such as F.linear, matmul, SDPA escape it)"
     if any(op.endswith("norm") for op in reference.by_operator):
-        note += " (norms: thop counts 2 per element, 4 when affine; fvcore 5 for affine LayerNorm/GroupNorm, 2 for eval BatchNorm)"
+        note += (" (norms: thop counts 2 per element, 4 when affine; fvcore 5 for affine LayerNorm/GroupNorm, 2 for "
+                 "eval BatchNorm)")
     return CounterResult("thop", "MACs, nn.Module hooks only", int(macs), dict(by_op), note)
 
 
