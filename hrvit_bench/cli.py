@@ -616,6 +616,9 @@ def _report_shard(shard: str, out: str, compare: str | None, latency, engine: En
     from .shards import Shard
 
     chosen = Shard.parse(shard)
+    if Path(out).resolve() == Path("reports").resolve():
+        raise UsageError("--shard writes one shard's record: give --out DIR (a folder of its own, not reports/, "
+                         "which the gate reads)")
     if compare is not None or latency is not None:
         raise UsageError("--shard counts a slice of the models: --compare and --latency work on the merged report "
                          "(`hrvit-bench merge ... --out DIR`, then `hrvit-bench report`'s gate on DIR)")

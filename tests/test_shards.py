@@ -211,6 +211,15 @@ def test_report_shard_refuses_the_gate(tmp_path):
     assert result.exit_code == 2 and "--shard" in result.output
 
 
+def test_report_shard_needs_a_folder_of_its_own(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "reports").mkdir()
+    for args in ([], ["--out", "reports"]):
+        result = run("report", "--shard", "1/3", *args)
+        assert result.exit_code == 2 and "--out DIR" in result.output, result.output
+    assert list((tmp_path / "reports").iterdir()) == []
+
+
 def test_latency_from_two_setups_gives_one_cross_device_table_and_plot(toys, tmp_path):
     common = ["latency", "-m", "toy_shard_a", "-m", "toy_shard_b", "--iters", "5", "--warmup", "1", "--threads", "1",
               "--csv"]
