@@ -144,10 +144,12 @@ class FlopReport:
         return out
 
     def csv_rows(self) -> list[dict]:
+        """One row per convention; gemm_calls_uncounted > 0 says the count is short (coverage), never silently."""
         base = {"model": self.count.model, "input": zoo.format_size(self.count.input_shape),
                 "engine": self.count.engine, "params": self.count.params}
-        return [{**base, "convention": c.name, "count": self.count.total(c), "giga": c.giga_value(self.count.total(c))}
-                for c in self.conventions]
+        short = sum(self.count.coverage.costly_uncounted.values())
+        return [{**base, "convention": c.name, "count": self.count.total(c), "giga": c.giga_value(self.count.total(c)),
+                 "gemm_calls_uncounted": short} for c in self.conventions]
 
     def tables(self) -> list:
         """The conventions table with the notes and the coverage line under it, the breakdown, the cross-checks."""

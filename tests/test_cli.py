@@ -51,8 +51,8 @@ def test_flops_csv_has_a_row_per_convention(toy_model):
     result = run("flops", "--model", toy_model, "--csv", "--convention", "macs-all-1e9", "--convention", "flops-all-1e9")
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
-    assert lines[0] == "model,input,engine,params,convention,count,giga"
-    assert len(lines) == 3
+    assert lines[0] == "model,input,engine,params,convention,count,giga,gemm_calls_uncounted"
+    assert len(lines) == 3 and all(line.endswith(",0") for line in lines[1:])
 
 
 def test_params_json_by_module(toy_model):

@@ -483,6 +483,9 @@ def test_flops_strict_exits_1_on_an_uncounted_gemm_like_call(registered, monkeyp
     assert strict.exit_code == 1
     assert "coverage: 2 calls counted by a rule" in strict.stdout
     assert "--strict: known GEMM-like calls went uncounted: edge_bilinear: bilinear 1" in strict.output
+    as_csv = runner.invoke(app, ["flops", "-m", "edge_bilinear", "--csv", "--no-cross-check"])
+    header, *rows = as_csv.stdout.strip().splitlines()
+    assert header.endswith(",gemm_calls_uncounted") and rows and all(r.endswith(",1") for r in rows)
 
 
 def test_flops_falls_back_and_says_why(registered, monkeypatch):
