@@ -9,6 +9,7 @@ from torch import nn
 from . import zoo
 from .conventions import ALL_CONVENTIONS, DEFAULT, Convention
 from .cost import FlopReport, count_model
+from .counting import real_inputs
 from .crosscheck import cross_check as run_cross_checks
 from .errors import UsageError
 
@@ -70,4 +71,4 @@ def _tensors(inputs, device: str) -> tuple[torch.Tensor, ...]:
         return (torch.zeros(inputs, device=device),)
     if device == "meta":
         return tuple(t.to("meta") for t in inputs)
-    return tuple(torch.zeros(t.shape, dtype=t.dtype) if t.is_meta else t for t in inputs)
+    return real_inputs(inputs)

@@ -11,7 +11,7 @@ from torch import nn
 
 from . import zoo
 from .conventions import ALL_CONVENTIONS, DEFAULT, Convention
-from .counting import CountingError, MacCount, NeedsRealTensors, count_macs
+from .counting import CountingError, MacCount, NeedsRealTensors, count_macs, real_inputs
 from .crosscheck import CounterResult, cross_check
 from .errors import UsageError, first_line
 
@@ -131,7 +131,7 @@ class FlopReport:
         checks = []
         if cross_checks:
             if count.engine != "meta":
-                inputs = tuple(torch.zeros(t.shape, dtype=t.dtype) if t.is_meta else t for t in inputs)
+                inputs = real_inputs(inputs)
             checks = cross_check(model, inputs, count)
         return cls(count=count, cross_checks=checks, **options)
 

@@ -904,11 +904,11 @@ def _count_meta_or_fall_back(model: nn.Module, inputs: tuple[torch.Tensor, ...]
         if on_meta:
             raise NeedsRealTensors(exc.op, exc.reason) from exc
         note = f"the meta engine could not run {exc.op} ({exc.reason}): counted by fvcore on real tensors"
-    return "fvcore", _count_fvcore(model, _real(inputs)), model, [note]
+    return "fvcore", _count_fvcore(model, real_inputs(inputs)), model, [note]
 
 
-def _real(inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    """fvcore runs real tensors: meta inputs become zeros of their shape and dtype."""
+def real_inputs(inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """fvcore (and the cross-checks) run real tensors: meta inputs become zeros of their shape and dtype."""
     return tuple(torch.zeros(t.shape, dtype=t.dtype) if t.is_meta else t for t in inputs)
 
 
@@ -955,7 +955,7 @@ def count_macs(model: nn.Module, inputs: Inputs, *, engine: str = "meta", name: 
     if engine == "meta":
         engine, raw, counted_model, notes = _count_meta_or_fall_back(model, tensors)
     else:
-        raw, counted_model = _count_fvcore(model, _real(tensors)), model
+        raw, counted_model = _count_fvcore(model, real_inputs(tensors)), model
     by_module = {n: {op: int(v) for op, v in ops.items() if v} for n, ops in raw.by_module.items()}
     unread = unread_parameters(counted_model, raw.read_parameters)
     return MacCount(
