@@ -30,6 +30,8 @@ except ImportError:  # not installed: the device machine's offline install may f
 import _official_shims as shims  # noqa: E402
 import official_counts as official  # noqa: E402
 from hrvit_bench.latency.stats import ratio_interval  # noqa: E402
+from hrvit_bench.latency.timer import cuda_graph_step, time_calls  # noqa: E402
+from hrvit_bench.profile import OpEvent, ProfiledSample  # noqa: E402
 
 PAIRS = {  # ours -> checkout; the input each is timed at
     "hrvit_b1_seg_ade20k": ("hrvit", (512, 512)),
@@ -53,59 +55,18 @@ def seeded_state(model: torch.nn.Module, seed: int = 0) -> dict:
 
 
 def operator_counts(model, x) -> dict:
-    """aten operators called from Python and CUDA kernel launches, per forward (torch.profiler)."""
+    """aten operators called from Python and CUDA kernel launches per forward, counted as `hrvit-bench profile`
+    counts them."""
     from torch.profiler import ProfilerActivity, profile
 
-    activities = [ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * (x.device.type == "cuda")
+    on_gpu = x.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * on_gpu
     with torch.no_grad(), profile(activities=activities) as prof:
         model(x)
-        _sync(x.device)
-    events = prof.events()
-    top = sum(1 for e in events if e.name.startswith("aten::") and e.cpu_parent is None)
-    launches = sum(1 for e in events if e.name in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC",
-                                                    "cuLaunchKernelEx"))
-    return {"aten_top_level": top, "kernel_launches": launches}
-
-
-class Side:
-    """One model on the GPU, timed eager (per call, CUDA events) or as replays of a captured graph."""
-
-    def __init__(self, model, x):
-        self.model, self.x = model, x
-        self.graph = None
-
-    def capture(self) -> None:
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.no_grad(), torch.cuda.stream(stream):
-            for _ in range(3):
-                self.model(self.x)
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.no_grad(), torch.cuda.graph(self.graph):
-            self.out = self.model(self.x)
-        torch.cuda.synchronize()
-
-    def times_ms(self, calls: int, graphs: bool) -> list[float]:
-        run = self.graph.replay if graphs else (lambda: self.model(self.x))
-        samples = []
-        with torch.no_grad():
-            for _ in range(2):
-                run()
-            for _ in range(calls):
-                if self.x.device.type == "cpu":  # a smoke run of this script
-                    start_s = time.perf_counter()
-                    run()
-                    samples.append(1e3 * (time.perf_counter() - start_s))
-                    continue
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                torch.cuda.synchronize()
-                start.record()
-                run()
-                end.record()
-                end.synchronize()
-                samples.append(start.elapsed_time(end))
-        return samples
+        if on_gpu:
+            torch.cuda.synchronize()
+    calls = ProfiledSample(0.0, OpEvent.from_profiler(prof.events()), on_gpu).operator_calls()
+    return {"aten_top_level": calls.top_level, "kernel_launches": calls.kernel_launches or 0}
 
 
 def compare(name: str, root: Path, rounds: int, calls: int, device: str = "cuda") -> dict:
@@ -135,25 +96,26 @@ def compare(name: str, root: Path, rounds: int, calls: int, device: str = "cuda"
             record[f"{label}_rel_err_vs_fp64"] = float((out - target).norm() / target.norm())
     for label, model in sides.items():
         record[f"{label}_ops"] = operator_counts(model, xs)
-    runners = {label: Side(model, xs) for label, model in sides.items()}
-    for label, runner in runners.items():
+    steps = {"eager": {label: (lambda m=model: m(xs)) for label, model in sides.items()}, "graphs": {}}
+    for label, model in sides.items():
         if device == "cpu":
             record[f"{label}_graph_error"] = "no CUDA graphs on a CPU"
             continue
         try:
-            runner.capture()
+            with torch.no_grad():
+                steps["graphs"][label] = cuda_graph_step(model, xs)
         except Exception as exc:  # a side that cannot be captured is timed eager only
             record[f"{label}_graph_error"] = str(exc).splitlines()[0][:300]
-            runner.graph = None
     for mode in ("eager", "graphs"):
-        if mode == "graphs" and any(r.graph is None for r in runners.values()):
+        if len(steps[mode]) < len(sides):
             continue
         paired, samples = [], {"official": [], "ours": []}
         for i in range(rounds):
             order = ("official", "ours") if i % 2 == 0 else ("ours", "official")
             medians = {}
             for label in order:
-                times = runners[label].times_ms(calls, mode == "graphs")
+                with torch.no_grad():  # 2 untimed calls, then `calls` timed ones (CUDA events on a GPU)
+                    times = time_calls(steps[mode][label], xs.device, warmup=2, iters=calls)
                 samples[label] += times
                 medians[label] = statistics.median(times)
             paired.append((medians["official"], medians["ours"]))
@@ -161,9 +123,7 @@ def compare(name: str, root: Path, rounds: int, calls: int, device: str = "cuda"
         record[mode] = {"official_median_ms": statistics.median(samples["official"]),
                         "ours_median_ms": statistics.median(samples["ours"]),
                         "ratio_ours_over_official": ratio.to_dict(), "rounds": rounds, "calls_per_round": calls}
-    for runner in runners.values():
-        runner.graph = None
-    del sides, runners
+    del sides, steps
     if device == "cuda":
         torch.cuda.empty_cache()
     return record
@@ -171,11 +131,6 @@ def compare(name: str, root: Path, rounds: int, calls: int, device: str = "cuda"
 
 def _first(out):
     return out[0] if isinstance(out, (list, tuple)) else out
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def markdown(records: list[dict]) -> str:

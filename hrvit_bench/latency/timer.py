@@ -95,7 +95,7 @@ def reference_timing(step: Callable[[], object], threads: int, min_run_time: flo
     return timer.blocked_autorange(min_run_time=min_run_time)
 
 
-def _cuda_graph_step(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
+def cuda_graph_step(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
     """Capture one forward into a CUDA graph (after warm-up calls on a side stream, as capture requires)."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -155,5 +155,5 @@ def make_step(model: nn.Module, x: torch.Tensor, settings: "LatencySettings") ->
         compiled = torch.compile(model, mode="reduce-overhead" if settings.cuda_graphs else None, dynamic=False)
         return lambda: compiled(x)
     if settings.cuda_graphs:
-        return _cuda_graph_step(model, x)
+        return cuda_graph_step(model, x)
     return lambda: model(x)
