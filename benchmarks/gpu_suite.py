@@ -101,7 +101,7 @@ class Config:
     batch_cap: int  # a power of two
     repeats: int
     claims_args: tuple[str, ...]
-    claims_timeout_s: float
+    cli_timeout_s: float  # each CLI subprocess (claims, profile), at most
     profile_args: tuple[tuple[str, ...], ...]  # one `hrvit-bench profile` call per point; --plot OUT is added
     # Seconds per point, before any point of the kind has run: GPU guesses (compilation scaled from cold CPU
     # compiles, where hrvit_b1 used 3.3x mit_b1's CPU time); once a kind has run, its measured mean replaces them.
@@ -117,7 +117,7 @@ GPU = Config(
     # plain "compile" (no graphs) is left out by default: one more inductor build per model would not fit 8 min
     compile_models=("mit_b1_seg_ade20k", "hrvit_b1_seg_ade20k"), compile_modes=("graphs", "compile-graphs"),
     compile_warmup=5, small_size="512x512", small_model="hrvit_b1_seg_ade20k", batch_cap=256, repeats=5,
-    claims_args=("claims", "--latency", "cuda", "--json"), claims_timeout_s=240,
+    claims_args=("claims", "--latency", "cuda", "--json"), cli_timeout_s=240,
     profile_args=(("profile", "-m", "hrvit_b1_seg_ade20k", "-m", "mit_b1_seg_ade20k", "--device", "cuda",
                    "--depth", "2", "--json"),
                   ("profile", "-m", "hrvit_b1_seg_ade20k", "--device", "cuda", "--by", "operator", "--json")),
@@ -135,7 +135,7 @@ SMOKE = Config(
     compile_warmup=1, small_size="64x64", small_model="hrvit_b1_seg_ade20k", batch_cap=4, repeats=5,
     claims_args=("claims", "--latency", "cpu", "--claim", "ade-b1-vs-mitb1", "--rounds", "2", "--threads", "1",
                  "--json"),
-    claims_timeout_s=180,
+    cli_timeout_s=180,
     profile_args=(("profile", "-m", "mit_b1_seg_ade20k", "--input", "64x64", "--depth", "1", "--iters", "2",
                    "--threads", "1", "--json"),),
     priors={"agreement": 3, "eager": 2, "repeat": 2, "batch": 2, "claims": 60, "profile": 30,
@@ -309,7 +309,7 @@ class Suite:
         command = [sys.executable, str(Path(__file__).resolve()), "hrvit-bench", *args]
 
         def measure() -> dict:
-            timeout = max(10.0, min(self.config.claims_timeout_s, self.left_s() - 5))
+            timeout = max(10.0, min(self.config.cli_timeout_s, self.left_s() - 5))
             try:
                 done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
             except subprocess.TimeoutExpired as exc:  # its captured output is bytes, whatever text= says
