@@ -17,8 +17,7 @@ import time
 
 import torch
 
-from hrvit_bench import zoo
-from hrvit_bench.counting import count_macs
+from hrvit_bench import counting, zoo
 from hrvit_bench.published import read_data
 
 def timed(fn):
@@ -33,7 +32,7 @@ def measure(spec: str, size: tuple[int, int], engine: str, repeats: int) -> tupl
     builds, counts, result = [], [], None
     for _ in range(repeats):
         build_s, model = timed(lambda: zoo.build(spec, device))
-        count_s, result = timed(lambda: count_macs(model, (1, 3, *size), engine=engine, name=spec))
+        count_s, result = timed(lambda: counting.count(model, (1, 3, *size), engine=engine, name=spec))
         builds.append(build_s)
         counts.append(count_s)
     return statistics.median(builds), statistics.median(counts), result.by_operator

@@ -12,19 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import product
 
+from .counting.vocabulary import GEMM_OPS
 from .errors import UsageError
 
 UNITS = ("macs", "flops")
 OPS = ("all", "gemm")
 GIGAS = ("1e9", "2^30")
 GIGA_DIVISOR = {"1e9": 1e9, "2^30": float(2**30)}
-
-# Operators (fvcore's names) that are matrix products; the "gemm" convention counts only these.
-GEMM_OPS = frozenset(
-    {"conv", "linear", "matmul", "mm", "bmm", "addmm", "baddbmm", "addbmm", "mv", "addmv", "dot", "einsum",
-     "scaled_dot_product_attention", "rnn"}
-)
-
 
 @dataclass(frozen=True)
 class Convention:
@@ -67,6 +61,7 @@ class Convention:
 
 
 DEFAULT = Convention()  # fvcore's: one MAC = one "flop", every counted operator, 1e9
+MACS_ALL, MACS_GEMM = DEFAULT, Convention("macs", "gemm", "1e9")  # models.csv's two exact columns
 ALL_CONVENTIONS = tuple(Convention(u, o, g) for u, o, g in product(UNITS, OPS, GIGAS))
 CONVENTION_NAMES = tuple(c.name for c in ALL_CONVENTIONS)
 

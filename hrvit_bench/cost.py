@@ -2,18 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
 
-import torch
 from rich.table import Table
 from rich.text import Text
 from torch import nn
 
-from . import zoo
+from . import counting, zoo
 from .conventions import ALL_CONVENTIONS, DEFAULT, Convention
-from .counting import CountingError, MacCount, NeedsRealTensors, count_macs, real_inputs
+from .counting.params import module_parameters
 from .crosscheck import CounterResult, cross_check
-from .errors import UsageError, first_line
 
 
 @dataclass
@@ -31,8 +28,8 @@ class ParamReport:
 
     @classmethod
     def measure(cls, name: str, depth: int = 1) -> "ParamReport":
-        model, inputs = zoo.build_with_inputs(name, zoo.input_shape(zoo.info(name), None), device="meta")
-        count = count_macs(model, inputs, engine="meta", name=name)
+        """Counted on the model's own input, as `flops` counts it: forward decides which parameters are read."""
+        count, model, _ = count_built(name, zoo.input_shape(zoo.info(name), None))
         return cls(
             model=name,
             total=count.params,
@@ -80,27 +77,28 @@ class ParamReport:
         return tables
 
 
-def module_parameters(model: nn.Module, depth: int) -> dict[str, int]:
-    """Parameters per module up to ``depth``, each shared parameter counted once under its first owner."""
-    totals: dict[str, int] = {"": 0}
-    seen = set()
-    for pname, p in model.named_parameters():
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        parts = pname.split(".")[:-1]
-        totals[""] += p.numel()
-        for i in range(1, min(len(parts), depth) + 1):
-            key = ".".join(parts[:i])
-            totals[key] = totals.get(key, 0) + p.numel()
-    return totals
+def count_built(name: str, shape, engine: str = "meta") -> tuple[counting.MacCount, nn.Module, tuple]:
+    """Count a registered or outside model, built here on the engine's device, through the door; also the model
+    and inputs that were counted (the CPU rebuild where the meta engine needed real tensors), for the
+    cross-checks and the parameter breakdown."""
+    model, inputs = zoo.build_with_inputs(name, shape, device="meta" if engine == "meta" else "cpu")
+    built: list[nn.Module] = []
+
+    def real_copy() -> nn.Module:
+        built.append(zoo.build(name, device="cpu"))
+        return built[-1]
+
+    count = counting.count(model, inputs, engine=engine, name=name, real_copy=real_copy)
+    if built:
+        return count, built[-1], counting.real_inputs(inputs)
+    return count, model, inputs
 
 
 @dataclass
 class FlopReport:
     """MACs of one forward under every convention, by operator or module, with the cross-checks."""
 
-    count: MacCount
+    count: counting.MacCount
     conventions: tuple[Convention, ...] = ALL_CONVENTIONS
     shown: Convention = DEFAULT
     by: str = "operator"  # or "module"
@@ -117,23 +115,8 @@ class FlopReport:
         cross_checks: bool = True,
         **options,
     ) -> "FlopReport":
-        info = zoo.info(name)
-        shape = zoo.input_shape(info, size, batch_size)
-        model, inputs = zoo.build_with_inputs(name, shape, device="meta" if engine == "meta" else "cpu")
-        built: list[nn.Module] = []
-
-        def real_model() -> nn.Module:  # where the meta engine needs real tensors to fall back on
-            built.append(zoo.build_with_inputs(name, shape, device="cpu")[0])
-            return built[-1]
-
-        count = count_model(model, inputs, engine, name, real_model)
-        model = built[-1] if built else model
-        checks = []
-        if cross_checks:
-            if count.engine != "meta":
-                inputs = real_inputs(inputs)
-            checks = cross_check(model, inputs, count)
-        return cls(count=count, cross_checks=checks, **options)
+        count, model, inputs = count_built(name, zoo.input_shape(zoo.info(name), size, batch_size), engine)
+        return cls(count=count, cross_checks=cross_check(model, inputs, count) if cross_checks else [], **options)
 
     def to_dict(self) -> dict:
         out = self.count.to_dict(self.conventions)
@@ -195,22 +178,3 @@ class FlopReport:
                 missed.add_row(op, str(n))
             tables.append(missed)
         return tables
-
-
-def count_model(model: nn.Module, inputs, engine: str, name: str,
-                real_model: Callable[[], nn.Module] | None = None) -> MacCount:
-    """Count, mapping errors. ``inputs``: a shape, or the tensors of one forward (count_macs's). A meta model the
-    meta engine cannot run is counted again from a real one (``real_model``), which falls back to fvcore. Only an
-    input the model refuses on real tensors is "cannot take input"; an engine that cannot count says so, naming
-    the operator."""
-    try:
-        return count_macs(model, inputs, engine=engine, name=name)
-    except NeedsRealTensors:
-        if real_model is None:
-            raise
-        return count_model(real_model(), inputs, engine, name)
-    except CountingError:
-        raise
-    except (RuntimeError, ValueError, IndexError, AssertionError) as exc:
-        shapes = [tuple(t.shape) for t in inputs] if isinstance(inputs[0], torch.Tensor) else [inputs]
-        raise UsageError(f"{name} cannot take input {zoo.format_size(shapes)}: {first_line(exc)}") from exc

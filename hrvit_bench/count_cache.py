@@ -12,8 +12,8 @@ import os
 
 import torch
 
-from . import zoo
-from .counting import MacCount, count_macs
+from . import counting, zoo
+from .counting import MacCount
 
 _PROCESS_COUNTS: dict[tuple[str, str, tuple[int, int]], MacCount] = {}
 
@@ -69,7 +69,8 @@ def _built(name: str, device: str):
 def _count(key: tuple[str, str, tuple[int, int]]) -> MacCount:
     engine, name, size = key
     model = _built(name, "meta" if engine == "meta" else "cpu")
-    return count_macs(model, zoo.input_shape(zoo.info(name), size), engine=engine, name=name)
+    return counting.count(model, zoo.input_shape(zoo.info(name), size), engine=engine, name=name,
+                          real_copy=lambda: zoo.build(name, "cpu"))
 
 
 def _count_with_key(key):

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .conventions import GEMM_OPS
-from .counting import MacCount, quiet, sdpa_macs
+from .counting import MacCount, quiet
+from .counting.formulas import sdpa_macs
+from .counting.vocabulary import FLOP_COUNTER_GROUPS, GEMM_OPS, THOP_MODULE_PREFIXES
 
 
 @dataclass
@@ -43,16 +44,6 @@ def _sdpa_cpu_formula(query_shape, key_shape, value_shape, *args, out_shape=None
     return 2 * sdpa_macs(query_shape, key_shape, value_shape, out_shape[0])
 
 
-_FLOP_COUNTER_OPS = {
-    "convolution": "conv",
-    "_convolution": "conv",
-    "mm": "mm/addmm (linear, matmul)",
-    "addmm": "mm/addmm (linear, matmul)",
-    "bmm": "bmm/baddbmm (matmul, einsum, attention)",
-    "baddbmm": "bmm/baddbmm (matmul, einsum, attention)",
-}
-
-
 def torch_flop_counter(model: nn.Module, inputs: tuple, reference: MacCount) -> CounterResult:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -62,7 +53,7 @@ def torch_flop_counter(model: nn.Module, inputs: tuple, reference: MacCount) -> 
     by_op: Counter = Counter()
     for op, flops in counter.get_flop_counts().get("Global", {}).items():
         name = str(op).removeprefix("aten.")
-        by_op[_FLOP_COUNTER_OPS.get(name, name)] += flops // 2
+        by_op[FLOP_COUNTER_GROUPS.get(name, name)] += flops // 2
     macs = counter.get_total_flops() // 2
     gemm = sum(v for op, v in reference.by_operator.items() if op in GEMM_OPS)
     others = {op: v for op, v in reference.by_operator.items() if op not in GEMM_OPS}
@@ -77,16 +68,7 @@ def torch_flop_counter(model: nn.Module, inputs: tuple, reference: MacCount) -> 
 
 def _thop_category(module: nn.Module) -> str:
     kind = type(module).__name__
-    for prefix, category in (
-        ("Conv", "conv"),
-        ("Linear", "linear"),
-        ("BatchNorm", "batch_norm"),
-        ("SyncBatchNorm", "batch_norm"),
-        ("LayerNorm", "layer_norm"),
-        ("InstanceNorm", "instance_norm"),
-        ("Upsampl", "upsample"),
-        ("AdaptiveAvgPool", "adaptive_avg_pool2d"),
-    ):
+    for prefix, category in THOP_MODULE_PREFIXES:
         if kind.startswith(prefix):
             return category
     return kind.lower()

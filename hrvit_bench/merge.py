@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from tabulate import tabulate
 
 from . import zoo
-from .conventions import ALL_CONVENTIONS
+from .counting import MacCount
 from .errors import UsageError
 from .output import csv_text
 from .records import Record
@@ -120,8 +120,7 @@ def merge(records: list[Record], reference: str | None = None) -> MergeResult:
     result = MergeResult(records)
     check_shards(records)
     count_records = [r for r in records if r.command in ("report", "flops")]
-    _check_agreement(count_records, lambda r, row: (row["model"], zoo.format_size(row["input_shape"]),
-                                                    row["engine"]),
+    _check_agreement(count_records, lambda r, row: (row["model"], row["input"], row["engine"]),
                      lambda key: f"{key[0]} @ {key[1]} ({key[2]} engine)")
     _check_agreement([r for r in records if r.command == "params"], lambda r, row: row["model"], str)
     by_command = {c: [r for r in records if r.command == c] for c in ("report", "flops", "params", "latency")}
@@ -214,7 +213,7 @@ def _unique_rows(records: list[Record], key_of, shape) -> list[dict]:
 
 def _merge_report(records: list[Record], result: MergeResult) -> None:
     from .count_cache import CountCache
-    from .report import Report, count_from_row, wanted_inputs
+    from .report import Report, wanted_inputs
 
     engines = {r.settings.get("engine") for r in records}
     if len(engines) > 1:
@@ -223,8 +222,8 @@ def _merge_report(records: list[Record], result: MergeResult) -> None:
     engine = engines.pop()
     store = {}
     for record in records:
-        for row in record.rows:
-            store.setdefault((engine, row["model"], zoo.parse_size(row["input"])), count_from_row(row))
+        for count in map(MacCount.from_dict, record.rows):
+            store.setdefault((engine, count.model, tuple(count.input_shape[2:])), count)
     missing = sorted(f"{name} @ {zoo.format_size(size)}" for name, size in wanted_inputs()
                      if (engine, name, size) not in store)
     if missing:
@@ -242,12 +241,11 @@ def _merge_report(records: list[Record], result: MergeResult) -> None:
 
 
 def _flops_rows(records: list[Record]) -> list[dict]:
+    from .report import count_columns
+
     def shape(row: dict) -> dict:
-        ops = row["macs_by_operator"]
-        return {"model": row["model"], "input": row["input"], "engine": row["engine"], "params": row["params"],
-                "unused_params": row["unused_params"], "macs_all": ALL_CONVENTIONS[0].count(ops),
-                "macs_gemm": ALL_CONVENTIONS[2].count(ops),
-                **{f"G[{c.name}]": round(c.giga_value(c.count(ops)), 4) for c in ALL_CONVENTIONS}}
+        return {"model": row["model"], "input": row["input"], "engine": row["engine"],
+                **count_columns(MacCount.from_dict(row))}
 
     return _unique_rows(records, lambda row: (row["model"], row["input"], row["engine"]), shape)
 

@@ -13,6 +13,8 @@ from typing import Iterable
 import pandas as pd
 from rich.console import Console
 
+from .errors import UsageError, first_line
+
 MIB = 2**20
 
 # Piped output (logs, CI, README examples) gets room for wide tables instead of rich's 80 columns.
@@ -30,8 +32,9 @@ def print_json(data) -> None:
 
 
 def csv_text(rows: Iterable[dict]) -> str:
+    """Each value as it is: an integer column with gaps stays integers (pandas would make it 1.0, 2.0, ...)."""
     buffer = io.StringIO()
-    pd.DataFrame(list(rows)).to_csv(buffer, index=False)
+    pd.DataFrame(list(rows), dtype=object).to_csv(buffer, index=False)
     return buffer.getvalue()
 
 
@@ -42,6 +45,34 @@ def print_csv(rows: Iterable[dict]) -> None:
 def print_tables(tables) -> None:
     for table in tables:
         console.print(table)
+
+
+def check_writable(target: str | Path, option: str = "--out", *, file_suffix: str | None = None) -> None:
+    """Fail before the work, not after it, when ``target`` cannot be written: a folder (made when the files are
+    written), or with ``file_suffix`` also a file of that suffix. A name with another suffix that is not a folder
+    yet is refused, not made into one (``--out result.txt``). Creates nothing, so a run refused later leaves no
+    empty folder behind."""
+    path = Path(target)
+    what = f"a FILE{file_suffix} or a folder" if file_suffix else "a folder"
+    as_file = file_suffix is not None and path.suffix == file_suffix
+    if as_file and path.is_dir():
+        raise UsageError(f"{option} {target} is a folder; {option} takes {what}")
+    if not as_file and not path.is_dir():
+        if path.exists():
+            raise UsageError(f"{option} {target} is a file; {option} takes {what}")
+        if path.suffix:
+            raise UsageError(f"{option} takes {what}: {target} would become a folder named {path.name} (create the "
+                             "folder first if that is what you mean)")
+    nearest = (path.parent if as_file else path).absolute()
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent
+    try:
+        if not nearest.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+        with tempfile.TemporaryFile(dir=nearest):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot write to {option} {target}: {exc.strerror or first_line(exc)}") from None
 
 
 def write_files(out_dir: str | Path, files: dict[str, str | bytes]) -> list[Path]:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from . import __version__
 from .errors import UsageError, first_line
-from .output import write_files
+from .output import check_writable, write_files
 
 SCHEMA = "hrvit-bench-record"
-VERSION = 1
+VERSION = 2  # 2: count rows are MacCount.to_dict() (flops and report alike), their shape under "input" ("1x3x224x224")
 COMMANDS = ("params", "flops", "latency", "report")
 SUFFIX = ".record.json"  # a folder given to --out gets <command>.record.json (<command>.shard-K-of-N.record.json)
 
@@ -83,15 +83,13 @@ def from_results(command: str, settings: dict, results: list, shard: dict | None
                  dtype: str | None = None) -> Record:
     """The record of a command's result objects (cost.ParamReport, cost.FlopReport, latency.LatencyReport)."""
     from .environment import Environment
-    from .zoo import format_size
 
     if command == "latency":  # one environment per run: the record's, not each row's
         environment = results[0].environment.to_dict() if results else Environment.capture(device, dtype).to_dict()
         rows = [{k: v for k, v in r.to_dict().items() if k != "environment"} for r in results]
     else:
         environment = Environment.capture("cpu").to_dict()
-        rows = [r.to_dict() | ({"input": format_size(r.count.input_shape)} if command == "flops" else {})
-                for r in results]
+        rows = [r.to_dict() for r in results]
     return Record(command, settings, rows, environment, shard)
 
 
@@ -104,16 +102,9 @@ def target_path(target: str | Path, command: str, shard: dict | None = None) -> 
 
 
 def check_target(target: str | Path, command: str) -> Path:
-    """Fail before measuring, not after, when the record cannot be written."""
-    path = target_path(target, command)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe = path.parent / f".{path.name}.probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise UsageError(f"cannot write --out {target}: {exc.strerror or first_line(exc)}") from None
-    return path
+    """Fail before measuring, not after, when the record cannot be written: FILE.json or a folder, nothing else."""
+    check_writable(target, "--out", file_suffix=".json")
+    return target_path(target, command)
 
 
 def load(path: str | Path) -> Record:

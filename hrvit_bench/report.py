@@ -13,7 +13,7 @@ from pathlib import Path
 from . import plots, zoo
 from .claims_report import ClaimsReport, claim_inputs, scaling_inputs
 from .claims import load_claims
-from .conventions import ALL_CONVENTIONS
+from .conventions import ALL_CONVENTIONS, MACS_ALL, MACS_GEMM
 from .count_cache import CountCache
 from .counting import MacCount
 from .environment import Environment
@@ -56,9 +56,26 @@ class ModelRow:
 
     def to_dict(self) -> dict:
         row = {k: v for k, v in self.__dict__.items() if k != "giga"} | {"equals_official": self.equals_official}
-        for name, value in self.giga.items():
-            row[f"G[{name}]"] = round(value, 4)
-        return row
+        return row | giga_columns(self.giga)
+
+
+def exact_columns(count: MacCount) -> dict[str, int]:
+    """The integers the gate compares, by convention name (never a position in a list)."""
+    return {"params": count.params, "unused_params": count.unused_params, "macs_all": count.total(MACS_ALL),
+            "macs_gemm": count.total(MACS_GEMM)}
+
+
+def giga_values(count: MacCount) -> dict[str, float]:
+    return {c.name: c.giga_value(count.total(c)) for c in ALL_CONVENTIONS}
+
+
+def giga_columns(giga: dict[str, float]) -> dict[str, float]:
+    return {f"G[{name}]": round(value, 4) for name, value in giga.items()}
+
+
+def count_columns(count: MacCount) -> dict:
+    """A count's columns in models.csv and a merged flops.csv: the exact integers, then each convention's giga."""
+    return exact_columns(count) | giga_columns(giga_values(count))
 
 
 def zoo_inputs() -> set[tuple[str, tuple[int, int]]]:
@@ -71,21 +88,6 @@ def wanted_inputs() -> set[tuple[str, tuple[int, int]]]:
                                                                           for p in load_published()}
 
 
-def count_row(count: MacCount, size: tuple[int, int]) -> dict:
-    """What a report record keeps of one count: enough to rebuild every number the report shows from it."""
-    return {"model": count.model, "input": format_size(size), "input_shape": list(count.input_shape),
-            "engine": count.engine, "params": count.params, "trainable_params": count.trainable_params,
-            "unused_params": count.unused_params, "macs_by_operator": count.by_operator,
-            "uncounted_ops": dict(count.uncounted_ops)}
-
-
-def count_from_row(row: dict) -> MacCount:
-    return MacCount(model=row["model"], input_shape=tuple(row["input_shape"]), engine=row["engine"],
-                    params=row["params"], trainable_params=row["trainable_params"],
-                    unused_params=row["unused_params"], by_module={"": dict(row["macs_by_operator"])},
-                    uncounted_ops=dict(row["uncounted_ops"]))
-
-
 def count_record(engine: str, shard: Shard | None, progress=None, jobs: int = 2) -> Record:
     """The counts behind a report (one shard of them with ``shard``): the work list is the models, sorted, and a
     shard counts every input its models are wanted at."""
@@ -96,7 +98,7 @@ def count_record(engine: str, shard: Shard | None, progress=None, jobs: int = 2)
     keys = sorted((name, size) for name, size in wanted if name in mine)
     counts = CountCache(engine)
     counts.prefetch(keys, jobs, progress)
-    rows = [count_row(counts.get(name, size), size) for name, size in keys]
+    rows = [counts.get(name, size).to_dict() for name, size in keys]  # MacCount.from_dict reads them back
     return Record("report", {"engine": engine}, rows, Environment.capture("cpu").to_dict(),
                   shard.to_dict(models, [f"{n}@{format_size(s)}" for n, s in wanted]) if shard else None,
                   wall_time_s=round(time.perf_counter() - start, 2))
@@ -115,9 +117,7 @@ def count_zoo(counts: CountCache) -> list[ModelRow]:
             off = official.get((name, format_size(size)))
             rows.append(ModelRow(
                 model=name, family=info.family, task=info.task, dataset=info.dataset, input=format_size(size),
-                params=count.params, unused_params=count.unused_params,
-                macs_all=count.total(ALL_CONVENTIONS[0]), macs_gemm=count.total(ALL_CONVENTIONS[2]),
-                giga={c.name: c.giga_value(count.total(c)) for c in ALL_CONVENTIONS},
+                **exact_columns(count), giga=giga_values(count),
                 published_params_m=pub.published.params_m if pub else None,
                 published_gflops=pub.published.gflops if pub else None,
                 published_best_convention=pub.best_convention if pub else None,

@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .environment import Environment
-from .latency.peaks import choose_peak
+from .latency.peaks import PeakChoice, choose_peak
 from .latency.settings import DTYPES, LatencySettings
-from .latency.timer import CpuClock, CudaEventClock
+from .latency.timer import clock_for, timed_rounds
 
 # Datasheet memory bandwidth (GB/s, 1e9 bytes) of the GPUs data/gpu_peaks.csv knows; first match wins.
 DATASHEET_BANDWIDTH = (
@@ -80,9 +80,9 @@ class Roofline:
 
 def _best_ms(step, device: torch.device, repeats: int) -> float:
     """Fastest of ``repeats`` timed calls after one untimed call: a roof is what the hardware can reach."""
-    clock = CudaEventClock() if device.type == "cuda" else CpuClock()
+    clock = clock_for(device)
     step()
-    return min(clock.time(step) for _ in range(repeats))
+    return min(timed_rounds({"call": lambda: clock.time(step)}, iters=repeats)["call"])
 
 
 def measure_matmul(device: torch.device, dtype: torch.dtype, n: int, repeats: int = 3) -> float:
@@ -110,8 +110,9 @@ CPU_COPY_BYTES, GPU_COPY_BYTES = 2**27, 2**30
 
 
 def measure(settings: LatencySettings, env: Environment, *, matmul_n: int | None = None,
-            copy_bytes: int | None = None) -> Roofline:
-    """Both roofs for ``settings``' device, dtype and (pinned by the caller) thread count."""
+            copy_bytes: int | None = None, peak: PeakChoice | None = None) -> Roofline:
+    """Both roofs for ``settings``' device, dtype and (pinned by the caller) thread count; on a GPU beside the
+    datasheet's, from ``peak`` (the session's; chosen from ``env`` when not given)."""
     device = settings.torch_device
     cuda = device.type == "cuda"
     matmul_n = matmul_n or (GPU_MATMUL_N if cuda else CPU_MATMUL_N)
@@ -122,7 +123,7 @@ def measure(settings: LatencySettings, env: Environment, *, matmul_n: int | None
         measured_gbs=measure_copy(device, copy_bytes), matmul_n=matmul_n, copy_bytes=copy_bytes,
     )
     if cuda:
-        peak = choose_peak(env)
+        peak = peak or choose_peak(env)
         roof.datasheet_gflops = {key: tflops * 1e3 for key, tflops in peak.tflops.items()}
         roof.datasheet_applies_to = dict(peak.applies_to) if roof.datasheet_gflops else {}
         known = datasheet_bandwidth(env.device_name)

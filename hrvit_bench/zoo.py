@@ -36,6 +36,18 @@ def format_size(dims) -> str:
     return "x".join(str(int(d)) for d in dims)
 
 
+def parse_shape(text: str) -> tuple:
+    """The inverse of ``format_size`` on whole shapes: '1x3x224x224' -> (1, 3, 224, 224); '1x3x8x8, 1x5' ->
+    ((1, 3, 8, 8), (1, 5))."""
+    try:
+        shapes = [tuple(int(d) for d in part.split("x")) for part in text.split(",")]
+    except ValueError:
+        raise UsageError(f"shape {text!r} is not sizes joined by x (e.g. 1x3x224x224)") from None
+    if not all(shapes) or any(d < 0 for s in shapes for d in s):
+        raise UsageError(f"shape {text!r} is not sizes joined by x (e.g. 1x3x224x224)")
+    return shapes[0] if len(shapes) == 1 else tuple(shapes)
+
+
 def names(pattern: str = "*", *, family: str | None = None, task: str | None = None) -> list[str]:
     """Registered names matching a glob, sorted."""
     return models.list_models(pattern, family=family, task=task)

@@ -6,8 +6,7 @@ import torch
 from fvcore.nn import FlopCountAnalysis
 
 import hrvit_bench_models as models
-from hrvit_bench import zoo
-from hrvit_bench.counting import count_macs
+from hrvit_bench import counting, zoo
 
 
 def meta_build(name, **overrides):
@@ -35,7 +34,7 @@ def fvcore_flops(model, size) -> int:
 
 def meta_macs(name, size, **overrides) -> int:
     """fvcore's rules on shapes alone (tests/test_engines.py holds it equal to fvcore): for comparisons only."""
-    return count_macs(zoo.build(name, "meta", **overrides), (1, 3, *size)).total()
+    return counting.count(zoo.build(name, "meta", **overrides), (1, 3, *size)).total()
 
 
 def key_layout(model):

@@ -15,8 +15,8 @@ import hrvit_bench_models as models
 from hrvit_bench import counting
 from hrvit_bench.cli import app
 from hrvit_bench.conventions import Convention
-from hrvit_bench.cost import count_model
-from hrvit_bench.counting import CountingError, NeedsRealTensors, count_macs, einsum_macs, matmul_macs
+from hrvit_bench.counting import CountingError, NeedsRealTensors, rules
+from hrvit_bench.counting.formulas import einsum_macs, matmul_macs
 from hrvit_bench.crosscheck import plain_fvcore_note
 from hrvit_bench.errors import UsageError
 
@@ -72,7 +72,7 @@ KEYWORD_CASES = {
 @pytest.mark.parametrize("case", list(KEYWORD_CASES))
 def test_calls_with_keyword_arguments_count(engine, case):
     fn, shapes, input_shape, expected = KEYWORD_CASES[case]
-    count = count_macs(Call(fn, *shapes), input_shape, engine=engine)
+    count = counting.count(Call(fn, *shapes), input_shape, engine=engine)
     assert count.by_operator == expected
     assert count.total(GEMM) == sum(expected.values())
     assert count.engine == engine and not count.notes
@@ -113,7 +113,7 @@ def _self_attention(need_weights):
 @pytest.mark.parametrize("need_weights", [False, True])
 def test_multihead_self_attention(engine, need_weights):
     mha = nn.MultiheadAttention(E, HEADS, batch_first=True)
-    count = count_macs(Attend(mha, need_weights), (N, L, E), engine=engine)
+    count = counting.count(Attend(mha, need_weights), (N, L, E), engine=engine)
     assert count.by_operator == _self_attention(need_weights)
     assert count.total() == 18432 + 5184  # the sums above, written out once
     assert count.coverage.complete
@@ -121,7 +121,7 @@ def test_multihead_self_attention(engine, need_weights):
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_multihead_attention_with_a_mask_goes_through_baddbmm(engine):
-    count = count_macs(Attend(nn.MultiheadAttention(E, HEADS, batch_first=True), True, True), (N, L, E),
+    count = counting.count(Attend(nn.MultiheadAttention(E, HEADS, batch_first=True), True, True), (N, L, E),
                        engine=engine)
     product = N * L * L * E
     assert count.by_operator == {"linear": N * L * E * 4 * E, "baddbmm": product, "bmm": product}
@@ -131,7 +131,7 @@ def test_multihead_attention_with_a_mask_goes_through_baddbmm(engine):
 def test_multihead_cross_attention_with_other_key_and_value_sizes(engine):
     source, kdim, vdim = 5, 6, 10
     mha = nn.MultiheadAttention(E, HEADS, kdim=kdim, vdim=vdim, add_bias_kv=True)  # sequence first
-    count = count_macs(Attend(mha, source=source), (L, N, E), engine=engine)  # L queries, batch N
+    count = counting.count(Attend(mha, source=source), (L, N, E), engine=engine)  # L queries, batch N
     projections = N * (L * E * E + source * kdim * E + source * vdim * E + L * E * E)  # q, k, v in; out
     attended = source + 1  # bias_k adds one key
     assert count.by_operator == {"linear": projections, "scaled_dot_product_attention": 2 * N * L * attended * E}
@@ -153,7 +153,7 @@ class NativeAttention(nn.Module):
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("need_weights", [False, True])
 def test_multihead_attention_fast_path(engine, need_weights):
-    count = count_macs(NativeAttention(need_weights), (N, L, E), engine=engine)
+    count = counting.count(NativeAttention(need_weights), (N, L, E), engine=engine)
     assert count.by_operator == _self_attention(need_weights)
 
 
@@ -161,7 +161,7 @@ def test_vit_block_with_multihead_attention_counts_like_timms_vit():
     """A ViT-B/16 encoder block at 224 (197 tokens, 768 wide, MLP 3072): 4 x 197 x 768^2 projections,
     2 x 197^2 x 768 attention products, 2 x 197 x 768 x 3072 MLP, per image (meta engine, shapes only)."""
     layer = nn.TransformerEncoderLayer(768, 12, 3072, batch_first=True, norm_first=True)
-    count = count_macs(layer, (1, 197, 768), engine="meta")
+    count = counting.count(layer, (1, 197, 768), engine="meta")
     gemm = 4 * 197 * 768**2 + 2 * 197**2 * 768 + 2 * 197 * 768 * 3072
     assert count.total(GEMM) == gemm
     assert count.by_operator["layer_norm"] == 2 * 5 * 197 * 768
@@ -195,7 +195,7 @@ def test_vit_b_16_counts_the_published_17_58_gmacs():
              + 2 * tokens * width * 3072  # MLP
              + 2 * 5 * tokens * width)  # two affine LayerNorms, 5 per element
     expected = 196 * width * 3 * 16 * 16 + 12 * block + 5 * tokens * width + width * 1000
-    count = count_macs(ViTB16(), (1, 3, 224, 224), engine="meta")
+    count = counting.count(ViTB16(), (1, 3, 224, 224), engine="meta")
     assert count.total() == expected == 17_582_740_224
     assert round(count.total() / 1e9, 2) == 17.58
     assert count.coverage.complete
@@ -220,7 +220,7 @@ T, B, IN, H = 5, 3, 10, 8
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("kind, gates", [(nn.LSTM, 4), (nn.GRU, 3), (nn.RNN, 1)])
 def test_recurrent_layers_count_their_gate_gemms(engine, kind, gates):
-    count = count_macs(Recurrent(kind(IN, H, num_layers=2, bidirectional=True)), (T, B, IN), engine=engine)
+    count = counting.count(Recurrent(kind(IN, H, num_layers=2, bidirectional=True)), (T, B, IN), engine=engine)
     layer0 = gates * H * IN + gates * H * H  # input and hidden projections, per direction
     layer1 = gates * H * (2 * H) + gates * H * H  # its input is both directions of layer 0
     assert count.by_operator == {"rnn": T * B * 2 * (layer0 + layer1)}
@@ -231,7 +231,7 @@ def test_recurrent_layers_count_their_gate_gemms(engine, kind, gates):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_lstm_with_projections_batch_first(engine):
     proj = 4
-    count = count_macs(Recurrent(nn.LSTM(IN, H, proj_size=proj, batch_first=True)), (B, T, IN), engine=engine)
+    count = counting.count(Recurrent(nn.LSTM(IN, H, proj_size=proj, batch_first=True)), (B, T, IN), engine=engine)
     per_step = 4 * H * IN + 4 * H * proj + proj * H  # input, hidden (projected size), projection
     assert count.by_operator == {"rnn": T * B * per_step}
 
@@ -239,7 +239,7 @@ def test_lstm_with_projections_batch_first(engine):
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("kind, gates", [(nn.LSTMCell, 4), (nn.GRUCell, 3), (nn.RNNCell, 1)])
 def test_recurrent_cells(engine, kind, gates):
-    count = count_macs(Recurrent(kind(IN, H)), (B, IN), engine=engine)
+    count = counting.count(Recurrent(kind(IN, H)), (B, IN), engine=engine)
     # one step: B samples x (gates*H x IN + gates*H x H); a trace records a cell's two products as linear
     assert count.by_operator == {"linear": B * (gates * H * IN + gates * H * H)}
 
@@ -264,7 +264,7 @@ BROADCAST_CASES = {
 @pytest.mark.parametrize("case", list(BROADCAST_CASES))
 def test_broadcast_matmul_counts_the_true_product(engine, case):
     shape, input_shape, order, true_macs, fvcore_macs = BROADCAST_CASES[case]
-    count = count_macs(Call(lambda m, x: x @ m.p0 if order == "xp" else m.p0 @ x, shape), input_shape,
+    count = counting.count(Call(lambda m, x: x @ m.p0 if order == "xp" else m.p0 @ x, shape), input_shape,
                        engine=engine)
     assert count.by_operator == {"matmul": true_macs}
     assert matmul_macs(*((input_shape, shape) if order == "xp" else (shape, input_shape))) == true_macs
@@ -283,7 +283,7 @@ def test_the_cross_check_line_says_where_plain_fvcore_differs():
     from hrvit_bench.crosscheck import cross_check
 
     model = Call(lambda m, x: m.p0 @ x, (3, 8))
-    count = count_macs(model, (2, 8, 5), engine="meta")
+    count = counting.count(model, (2, 8, 5), engine="meta")
     [fvcore, *_] = cross_check(model.to("meta"), (torch.zeros(2, 8, 5, device="meta"),), count)
     assert fvcore.macs == 2 * 3 * 8 * 5
     assert "plain fvcore differs: matmul (1 call): 240 here, 120 by its rule" in fvcore.note
@@ -291,7 +291,7 @@ def test_the_cross_check_line_says_where_plain_fvcore_differs():
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_baddbmm_and_addbmm(engine):
-    count = count_macs(Call(lambda m, x: torch.baddbmm(m.p1, x, m.p0) + torch.addbmm(m.p2, x, m.p0),
+    count = counting.count(Call(lambda m, x: torch.baddbmm(m.p1, x, m.p0) + torch.addbmm(m.p2, x, m.p0),
                             (2, 8, 5), (1, 5), (3, 5)), (2, 3, 8), engine=engine)
     assert count.by_operator == {"baddbmm": 2 * 3 * 8 * 5, "addbmm": 2 * 3 * 8 * 5}
     assert count.fvcore_differences["baddbmm"]["fvcore_macs"] == 0  # fvcore has no rule for it
@@ -304,14 +304,14 @@ def test_in_place_add_products(engine):
         out = torch.zeros(3, 5, device=x.device).addmm_(x[0], m.p0[0]) + out  # 3x8 @ 8x5
         return torch.zeros(3, device=x.device).addmv_(x[0], m.p1)[:, None] + out  # 3x8 @ 8
 
-    count = count_macs(Call(fn, (2, 8, 5), (8,)), (2, 3, 8), engine=engine)
+    count = counting.count(Call(fn, (2, 8, 5), (8,)), (2, 3, 8), engine=engine)
     assert count.by_operator == {"baddbmm": 2 * 3 * 8 * 5, "addmm": 3 * 8 * 5, "addmv": 3 * 8}
     assert count.coverage.complete
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_mv_and_dot(engine):
-    count = count_macs(Call(lambda m, x: torch.mv(m.p0, x) + torch.dot(x[:3], m.p1), (3, 8), (3,)), (8,),
+    count = counting.count(Call(lambda m, x: torch.mv(m.p0, x) + torch.dot(x[:3], m.p1), (3, 8), (3,)), (8,),
                        engine=engine)
     assert count.by_operator == {"mv": 3 * 8, "dot": 3}
 
@@ -326,7 +326,7 @@ def test_mv_and_dot(engine):
 def test_einsum_with_an_ellipsis(engine, equation, shapes, macs):
     assert einsum_macs(equation, [list(s) for s in shapes]) == macs
     first, second = shapes
-    count = count_macs(Call(lambda m, x: torch.einsum(equation, x, m.p0), second), first, engine=engine)
+    count = counting.count(Call(lambda m, x: torch.einsum(equation, x, m.p0), second), first, engine=engine)
     assert count.by_operator == {"einsum": macs}
 
 
@@ -352,21 +352,22 @@ class Masked(nn.Module):
 
 @pytest.mark.parametrize("how, op", [("mask", "__getitem__"), ("nonzero", "nonzero"), ("item", "item")])
 def test_data_dependent_shapes_fall_back_to_fvcore_with_a_note(how, op):
-    count = count_macs(Masked(how), (7, 4), engine="meta")
+    count = counting.count(Masked(how), (7, 4), engine="meta")
     assert count.engine == "fvcore"
     assert count.by_operator == {"linear": 7 * 4 * 6}
-    [note] = count.notes
+    note, data_dependent = count.notes
     assert f"could not run {op} (its result depends on tensor values" in note
     assert "counted by fvcore on real tensors" in note
+    assert data_dependent.startswith("data-dependent: this count depends on tensor values")
 
 
 def test_a_model_already_on_meta_is_refused_naming_the_operator():
-    with pytest.raises(NeedsRealTensors, match="cannot run nonzero .*--engine fvcore"):
-        count_macs(Masked("nonzero").to("meta"), (7, 4), engine="meta")
+    with pytest.raises(NeedsRealTensors, match="cannot run nonzero .*count a copy of it on the CPU"):
+        counting.count(Masked("nonzero").to("meta"), (7, 4), engine="meta")
 
 
-def test_count_model_retries_a_meta_model_on_a_real_copy():
-    count = count_model(Masked("nonzero").to("meta"), (7, 4), "meta", "masked", real_model=lambda: Masked("nonzero"))
+def test_a_meta_model_is_counted_again_on_its_real_copy():
+    count = counting.count(Masked("nonzero").to("meta"), (7, 4), name="masked", real_copy=lambda: Masked("nonzero"))
     assert count.engine == "fvcore" and count.by_operator == {"linear": 7 * 4 * 6} and count.notes
 
 
@@ -383,7 +384,7 @@ class PlainAttribute(nn.Module):
 
 
 def test_a_plain_cpu_tensor_attribute_falls_back_with_a_note():
-    count = count_macs(PlainAttribute(), (2, 5, 4), engine="meta")
+    count = counting.count(PlainAttribute(), (2, 5, 4), engine="meta")
     assert count.engine == "fvcore" and count.by_operator == {"linear": 2 * 5 * 4 * 3}
     assert "plain tensor kept outside the module's parameters and buffers" in count.notes[0]
 
@@ -400,20 +401,20 @@ class BufferOnly(nn.Module):
 
 
 def test_a_module_with_buffers_but_no_parameters_counts_on_meta():
-    count = count_macs(BufferOnly(), (2, 5, 4), engine="meta")
+    count = counting.count(BufferOnly(), (2, 5, 4), engine="meta")
     assert count.engine == "meta" and not count.notes
     assert count.by_operator == {"linear": 2 * 5 * 4 * 6}
 
 
 def test_only_an_input_the_model_refuses_is_cannot_take_input():
     with pytest.raises(UsageError, match="cannot take input"):
-        count_model(nn.Linear(4, 3), (2, 5), "meta", "lin")  # 5 features into a 4-feature layer, on real tensors too
+        counting.count(nn.Linear(4, 3), (2, 5), name="lin")  # 5 features into a 4-feature layer, on real tensors too
 
 
 def test_a_rule_that_fails_names_the_operator_not_the_input(monkeypatch):
-    monkeypatch.setitem(counting.RULES, F.linear, lambda a, k, out: [][1])
+    monkeypatch.setitem(rules.RULES, F.linear, lambda a, k, out: [][1])
     with pytest.raises(CountingError, match="the rule for linear failed on shapes") as info:
-        count_model(nn.Linear(4, 3), (2, 4), "meta", "lin")
+        counting.count(nn.Linear(4, 3), (2, 4), name="lin")
     assert not isinstance(info.value, UsageError)
 
 
@@ -437,7 +438,7 @@ class Mixed(nn.Module):
 
 
 def test_coverage_counts_every_kind_of_call_on_the_meta_engine():
-    coverage = count_macs(Mixed(), (2, 4), engine="meta").coverage
+    coverage = counting.count(Mixed(), (2, 4), engine="meta").coverage
     assert coverage.counted_calls == 2
     assert coverage.uncounted_calls == {"max": 1, "normalize": 1, "bilinear": 1, "add": 1}
     assert coverage.composites == ["normalize"]
@@ -449,7 +450,7 @@ def test_coverage_counts_every_kind_of_call_on_the_meta_engine():
 
 
 def test_coverage_on_the_fvcore_engine():
-    count = count_macs(Mixed(), (2, 4), engine="fvcore")
+    count = counting.count(Mixed(), (2, 4), engine="fvcore")
     assert count.coverage.counted_calls == 2
     assert count.coverage.costly_uncounted == {"bilinear": 1}
     assert count.to_dict()["coverage"]["costly_uncounted"] == {"bilinear": 1}

@@ -3,8 +3,7 @@ import pytest
 import torch
 
 import hrvit_bench_models as models
-from hrvit_bench import zoo
-from hrvit_bench.counting import count_macs
+from hrvit_bench import counting, zoo
 
 SIZE = (1, 3, 64, 64)  # every registered model takes it; fvcore's cost here is tracing, not arithmetic
 
@@ -21,8 +20,8 @@ def zeroed_cpu_build(name):
 
 @pytest.mark.parametrize("name", models.list_models())
 def test_meta_engine_equals_fvcore(name):
-    meta = count_macs(zoo.build(name, "meta"), SIZE, engine="meta", name=name)
-    real = count_macs(zeroed_cpu_build(name), SIZE, engine="fvcore", name=name)
+    meta = counting.count(zoo.build(name, "meta"), SIZE, engine="meta", name=name)
+    real = counting.count(zeroed_cpu_build(name), SIZE, engine="fvcore", name=name)
     assert meta.engine == "meta" and not meta.notes  # counted on shapes, not fallen back to fvcore
     assert meta.by_operator == real.by_operator
     assert meta.coverage.complete and real.coverage.complete  # no GEMM-like call left uncounted

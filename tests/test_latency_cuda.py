@@ -26,7 +26,7 @@ import hrvit_bench_models as models
 from hrvit_bench import cli, zoo
 from hrvit_bench.environment import ClockSampler, Environment, NvmlClocks, SmiClocks, gpu_clock_source
 from hrvit_bench.errors import UsageError
-from hrvit_bench.latency import LatencySettings, sweep, timer
+from hrvit_bench.latency import LatencySettings, session, sweep, timer
 from hrvit_bench.latency.peaks import ALL_OPS, CONV_OPS, MATMUL_OPS, PeakChoice, choose_peak, gpu_peak
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -533,8 +533,8 @@ def toy_on_fake_gpu(cuda, monkeypatch):
     real_build = zoo.build
     monkeypatch.setattr(zoo, "build", lambda name, device="cpu": real_build(name, device="meta" if device == "meta"
                                                                            else "cpu"))
-    monkeypatch.setattr(sweep, "preflight", lambda settings: [])
-    monkeypatch.setattr(sweep, "pinned", lambda settings: contextlib.nullcontext())
+    monkeypatch.setattr(session, "preflight", lambda settings: [])
+    monkeypatch.setattr(session, "pinned", lambda settings: contextlib.nullcontext())
     monkeypatch.setattr(sweep, "prepare", lambda model, settings: model.eval())
     monkeypatch.setattr(sweep, "gpu_clock_source", lambda device: FakeClocks([(1980.0, 2619.0)]))
     yield TOY
@@ -675,7 +675,7 @@ def test_gpu_suite_profile_section_runs_the_cli_and_draws_the_roofline(suite, tm
     [record] = device["points"]["profile"].values()
     assert record["status"] == "ok", record.get("error")
     [report] = record["profile"]
-    assert (report["model"], report["by"], report["input_shape"]) == ("mit_b1_seg_ade20k", "module", [1, 3, 64, 64])
+    assert (report["model"], report["by"], report["input"]) == ("mit_b1_seg_ade20k", "module", "1x3x64x64")
     assert report["check"]["plain_ms"] > 0 and report["rows"]
     assert (tmp_path / "roofline.png").stat().st_size > 0 and (tmp_path / "roofline.svg").is_file()
     assert "mit_b1_seg_ade20k by module: plain median" in (tmp_path / "SUMMARY.md").read_text()

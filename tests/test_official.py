@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hrvit_bench import zoo
-from hrvit_bench.counting import count_macs
+from hrvit_bench import counting, zoo
 from hrvit_bench.official import RESIZE_NOT_COUNTED, OfficialCount, load_official, official_count
 from model_checks import meta_build, n_params
 
@@ -35,7 +34,7 @@ def test_params_match_official(row):
 
 @pytest.mark.parametrize("row", [r for r in ROWS if r.fvcore_macs is not None], ids=row_id)
 def test_macs_match_official(row):
-    macs = count_macs(zoo.build(row.model, device="meta"), (1, 3, *row.input), engine="meta").total()
+    macs = counting.count(zoo.build(row.model, device="meta"), (1, 3, *row.input), engine="meta").total()
     assert macs == row.our_macs
 
 

@@ -19,7 +19,7 @@ from hrvit_bench.cli import app
 from hrvit_bench.conventions import Convention
 from hrvit_bench.counting import MacCount
 from hrvit_bench.environment import Environment
-from hrvit_bench.latency import LatencySettings
+from hrvit_bench.latency import LatencySettings, timer
 from hrvit_bench.profile import (HookedSample, ModuleCosts, OpEvent, ProfiledSample, RowPlan, SumCheck,
                                  operator_rows, profile_models)
 from toy import TOY_PARAMS, toy_macs
@@ -110,7 +110,7 @@ TIMED = "toy_profile_timed"
 @pytest.fixture
 def timed(monkeypatch, fixed_roofs):
     clock = FakeClock()
-    monkeypatch.setattr(profile, "stamps_for", lambda device, name="wall": clock)
+    monkeypatch.setattr(profile.driver, "stamps_for", lambda device, name="wall": clock)
     models.register_model(family="toy", variant="t", task="backbone", input_size=(8, 8), reference="test",
                           official_code="none", input_multiple=1, name=TIMED)(lambda **kw: TimedNet(clock))
     yield clock
@@ -242,11 +242,9 @@ def test_the_join_on_the_known_toy(toy_model, fixed_roofs):
 
 
 def test_module_costs_count_bytes_at_the_runs_dtype(toy_model):
-    from hrvit_bench import zoo
-
     shape = (2, 3, 8, 8)
-    fp32 = ModuleCosts.measure(zoo.build(toy_model, device="meta"), shape, toy_model, "fp32")
-    bf16 = ModuleCosts.measure(zoo.build(toy_model, device="meta"), shape, toy_model, "bf16")
+    fp32 = ModuleCosts.measure(toy_model, shape, "fp32")
+    bf16 = ModuleCosts.measure(toy_model, shape, "bf16")
     conv = (2 * 3 * 64 + 2 * 8 * 16 + 8 * 27 + 8) * FP32  # input, output (stride 2: 4x4), weight and bias
     assert fp32.bytes["conv"] == conv and bf16.bytes["conv"] == conv // 2
     assert fp32.calls == {"": 1, "conv": 1, "bn": 1, "pool": 1, "fc": 1}  # never_called is not there
@@ -347,7 +345,7 @@ def test_events_from_the_real_profiler_keep_their_tree(toy_model):
 
     model = zoo.build(toy_model)
     x = torch.randn(1, 3, 8, 8)
-    clock = profile.CpuStamps()
+    clock = timer.CpuStamps()
     with torch.inference_mode():
         sample = profile.ProfiledPass(lambda: model(x), clock, torch.device("cpu"), {"conv": model.conv})()
     top = [e.name for e in sample.top_level_ops()]
@@ -383,7 +381,7 @@ def test_cuda_stamps_are_events_read_after_the_forward(monkeypatch):
     log = []
     monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: log.append("synchronize"))
-    clock = profile.CudaStamps()
+    clock = timer.CudaStamps()
     stamps = []
 
     def step():
@@ -466,7 +464,7 @@ def test_the_report_profiles_the_pair_at_depth_3(monkeypatch):
         seen.update(names=names, size=size, iters=settings.iters, threads=settings.threads, **kwargs)
         return []
 
-    monkeypatch.setattr(profile, "profile_models", fake)
+    monkeypatch.setattr(profile.driver, "profile_models", fake)
     profile.profile_for_report(LatencySettings(warmup=2, iters=10, threads=1))
     assert seen["names"] == ["hrvit_b1_seg_ade20k", "mit_b1_seg_ade20k"] and seen["size"] is None
     assert (seen["iters"], seen["threads"], seen["depth"]) == (5, 1, 3)
@@ -512,14 +510,14 @@ def test_cpu_time_runs_on_the_threads_cpu_clock(toy_model, fixed_roofs):
     assert result.exit_code == 0, result.output
     [data] = json.loads(result.stdout)
     assert data["clock"] == "the thread's CPU time"
-    assert isinstance(profile.stamps_for(torch.device("cpu"), "thread"), profile.ThreadTimeStamps)
-    assert type(profile.stamps_for(torch.device("cpu"))) is profile.CpuStamps
+    assert isinstance(timer.stamps_for(torch.device("cpu"), "thread"), timer.ThreadTimeStamps)
+    assert type(timer.stamps_for(torch.device("cpu"))) is timer.CpuStamps
 
 
 def test_thread_clock_counts_work_not_waiting():
     import time
 
-    clock = profile.ThreadTimeStamps()
+    clock = timer.ThreadTimeStamps()
     assert clock.time(lambda: time.sleep(0.05)) < 25  # ms: a sleeping thread uses no CPU time
     assert clock.times([2_000_000, 5_000_000]) == [0.0, 3.0]  # ns stamps, ms since the first
 

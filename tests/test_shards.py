@@ -17,7 +17,6 @@ from hrvit_bench.cli import app
 from hrvit_bench.conventions import ALL_CONVENTIONS
 from hrvit_bench.errors import UsageError
 from hrvit_bench.merge import device_labels
-from hrvit_bench.report import count_from_row, count_row
 from hrvit_bench.shards import Shard, fingerprint
 from toy import ToyNet, toy_macs
 
@@ -109,14 +108,16 @@ def test_flops_record_carries_schema_settings_environment_shard_and_rows(toys, t
 
 def test_report_count_rows_round_trip_under_every_convention(toy_model):
     from hrvit_bench.count_cache import CountCache
+    from hrvit_bench.counting import MacCount
 
     count = CountCache("meta", {}).get(toy_model, (20, 30))
-    again = count_from_row(json.loads(json.dumps(count_row(count, (20, 30)))))
+    again = MacCount.from_dict(json.loads(json.dumps(count.to_dict())))
     macs = toy_macs(1, 20, 30)
     for convention in ALL_CONVENTIONS:
         assert again.total(convention) == count.total(convention)
     assert again.total(ALL_CONVENTIONS[0]) == sum(macs.values())
     assert (again.params, again.unused_params) == (count.params, count.unused_params)
+    assert again.input_shape == (1, 3, 20, 30) and again.coverage == count.coverage
 
 
 @pytest.mark.parametrize("version, word", [(0, "older"), (records.VERSION + 1, "newer"), ("1", "no integer")])

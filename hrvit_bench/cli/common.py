@@ -4,10 +4,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
-import tempfile
 import traceback
 from enum import Enum
-from pathlib import Path
 from typing import Annotated, Callable, Optional
 
 import typer
@@ -224,21 +222,6 @@ LatencyOpt = Annotated[
     Optional[Device], typer.Option(help="Also time every comparison, interleaved (slow on a CPU; never gated).")
 ]
 RoundsOpt = Annotated[int, typer.Option("--rounds", min=2, help="Interleaved rounds per timed pair.")]
-
-def check_writable(folder: str) -> None:
-    """Fail before counting, not after minutes of work, when the report cannot be written; create nothing yet, so
-    a run refused later leaves no empty folder behind."""
-    nearest = Path(folder).absolute()
-    while not nearest.exists() and nearest != nearest.parent:
-        nearest = nearest.parent
-    try:
-        if not nearest.is_dir():
-            raise NotADirectoryError(20, "Not a directory")
-        with tempfile.TemporaryFile(dir=nearest):
-            pass
-    except OSError as exc:
-        raise UsageError(f"cannot write to --out {folder}: {exc.strerror or first_line(exc)}") from None
-
 
 def main() -> None:
     """Console entry point: the parser's own usage errors also become one line and exit code 2."""

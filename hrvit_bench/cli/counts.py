@@ -38,7 +38,7 @@ def list_models(
     if as_json:
         output.print_json(rows)
     elif as_csv:
-        output.print_csv({k: (v if not isinstance(v, list) else repr(v)) for k, v in r.items()} for r in rows)
+        output.print_csv({k: (zoo.format_size(v) if isinstance(v, list) else v) for k, v in r.items()} for r in rows)
     else:
         from rich import box
         from rich.table import Table

@@ -9,8 +9,9 @@ import typer
 from .. import output
 from ..conventions import parse_conventions
 from ..errors import UsageError
+from ..output import check_writable
 from .common import (ConventionOpt, CsvOpt, Engine, JobsOpt, JsonOpt, LatencyOpt, RoundsOpt, ThreadsOpt,
-                     check_writable, command, error, latency_settings, output_format, progress)
+                     command, error, latency_settings, output_format, progress)
 
 
 @command

@@ -8,8 +8,9 @@ import typer
 from .. import output, zoo
 from ..conventions import CONVENTION_NAMES, DEFAULT
 from ..errors import UsageError
+from ..output import check_writable
 from .common import (DEFAULT_MODELS, By, CsvOpt, JsonOpt, ModelOpt, RecordOpt, ShardOpt, ThreadsOpt, check_record,
-                     check_writable, command, emit, output_format, progress, shard_of, warn, write_record)
+                     command, emit, output_format, progress, shard_of, warn, write_record)
 
 
 @command
@@ -141,7 +142,7 @@ def profile(
     names = [i.name for i in zoo.resolve(model)]
     zoo.require_image_input(names, "profile")
     if plot is not None:
-        check_writable(plot)
+        check_writable(plot, "--plot")
 
     with progress("profiling") as tick:
         results = profile_models(names, size, batch_size, settings, by=by.value, depth=depth, convention=chosen,

@@ -9,6 +9,7 @@ indistinguishable: the difference is inside the noise of this machine at this sa
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -16,14 +17,14 @@ import torch
 from rich.table import Table
 
 from .. import zoo
-from ..counting import count_macs
 from ..environment import Environment
 from ..errors import UsageError, first_line
 from ..output import fmt
-from .settings import LatencySettings, preflight
+from .session import session
+from .settings import LatencySettings
 from .stats import Interval, LatencyStats, median_interval, ratio_interval
-from .sweep import FLOPS, is_out_of_memory, pinned, prepare, random_input
-from .timer import make_step, time_calls
+from .sweep import is_out_of_memory, point_flops, prepare, random_input
+from .timer import clock_for, make_step, timed_rounds
 
 FASTER, SLOWER, INDISTINGUISHABLE = "faster", "slower", "indistinguishable"
 MIN_ROUNDS = 10  # with a time budget, never fewer rounds: a bootstrap interval needs samples to resample
@@ -149,7 +150,6 @@ def interleaved(
     """Time ``names`` in alternating rounds on one input (``None``: the models' own, which must agree)."""
     if len(names) < 2:
         raise UsageError("--interleave compares two or more models; give another --model")
-    warnings = preflight(settings)
     infos = [zoo.info(n) for n in names]
     if size is None:
         own = {i.input_size for i in infos}
@@ -160,39 +160,32 @@ def interleaved(
     shapes = [zoo.input_shape(i, size, batch_size) for i in infos]
     device = settings.torch_device
     sides = [Side(i.name, i.attention, []) for i in infos]
-    for message in warnings:
-        if warn:
-            warn(message)
-    with pinned(settings), torch.inference_mode():
-        env = Environment.capture(device, settings.dtype)
-        steps = []
+    with session(settings, warn) as run_on, torch.inference_mode():
+        env, warnings = run_on.environment, run_on.warnings
+        steps = {}
         for info, side, shape in zip(infos, sides, shapes):
-            side.flops = count_macs(zoo.build(info.name, device="meta"), shape, engine="meta").total(FLOPS)
+            side.flops = point_flops(info.name, shape)
             model = prepare(zoo.build(info.name, device=str(device)), settings)
-            steps.append(_guarded(info.name, shape, make_step(model, random_input(shape, settings), settings)))
+            steps[info.name] = _guarded(info.name, shape, make_step(model, random_input(shape, settings), settings))
         for _ in range(settings.warmup):  # warm-up interleaved too: caches and clocks settle for every model
-            for step in steps:
+            for step in steps.values():
                 step()
-        done = 0
-        while _more_rounds(sides, settings):
-            order = range(len(steps)) if done % 2 == 0 else reversed(range(len(steps)))
-            for i in order:
-                sides[i].samples_ms += time_calls(steps[i], device, warmup=0, iters=1)
-            done += 1
+        clock = clock_for(device)
+
+        def tick(done: int) -> None:
             if progress:
                 progress(done, settings.iters or 0, f"round {done}")
+
+        samples = timed_rounds({name: functools.partial(clock.time, step) for name, step in steps.items()},
+                               iters=settings.iters, min_time=settings.min_time, min_rounds=MIN_ROUNDS, order="flip",
+                               after_round=tick)
+    for side in sides:
+        side.samples_ms = samples[side.model]
     comparison = Comparison(tuple(size), batch_size, settings, env, sides, list(warnings))
     if comparison.rounds < MIN_ROUNDS:
         comparison.warnings.append(f"{comparison.rounds} rounds: too few for a trustworthy interval "
                                    f"(use --iters {MIN_ROUNDS} or more)")
     return comparison
-
-
-def _more_rounds(sides: list[Side], settings: LatencySettings) -> bool:
-    rounds = len(sides[0].samples_ms)
-    if settings.iters is not None:
-        return rounds < settings.iters
-    return rounds < MIN_ROUNDS or min(sum(s.samples_ms) for s in sides) < settings.min_time * 1e3
 
 
 def _guarded(name: str, shape, step: Callable[[], object]) -> Callable[[], object]:

@@ -11,14 +11,13 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .. import zoo
+from .. import counting, zoo
 from ..conventions import Convention
-from ..counting import count_macs
-from ..environment import ClockSampler, ClockSource, Environment, gpu_clock_source
+from ..environment import ClockSampler, ClockSource, gpu_clock_source
 from ..errors import first_line
-from .peaks import choose_peak
 from .results import LatencyPoint, LatencyReport
-from .settings import DTYPES, LatencySettings, preflight
+from .session import session
+from .settings import DTYPES, LatencySettings
 from .stats import LatencyStats
 from .timer import cudagraph_skips, graph_launches, make_step, reference_timing, time_calls
 
@@ -97,22 +96,6 @@ def _check_graphs(point: LatencyPoint, step: Callable[[], object], skips: int) -
         point.cuda_graphs_engaged = True
 
 
-@contextlib.contextmanager
-def pinned(settings: LatencySettings):
-    """The thread count, and on CUDA the current device and cuDNN autotuning, for a run; restored afterwards."""
-    threads, autotune = torch.get_num_threads(), torch.backends.cudnn.benchmark
-    cuda = settings.torch_device.type == "cuda"
-    torch.set_num_threads(settings.threads)
-    if cuda:
-        torch.backends.cudnn.benchmark = True
-    try:
-        with torch.cuda.device(settings.torch_device) if cuda else contextlib.nullcontext():
-            yield
-    finally:
-        torch.set_num_threads(threads)
-        torch.backends.cudnn.benchmark = autotune
-
-
 def prepare(model: nn.Module, settings: LatencySettings) -> nn.Module:
     model = model.to(device=settings.torch_device, dtype=DTYPES[settings.dtype]).eval()
     if settings.channels_last:
@@ -120,15 +103,22 @@ def prepare(model: nn.Module, settings: LatencySettings) -> nn.Module:
     return model
 
 
+def point_flops(name: str, shape) -> int:
+    """2 x MACs of every operator fvcore counts, of one forward at ``shape``: counted through the one door, before
+    anything is timed, so a model that refuses the input says so as `flops` and `params` do."""
+    return counting.count(name, shape).total(FLOPS)
+
+
 def measure_point(
     model: nn.Module, shape: tuple[int, int, int, int], settings: LatencySettings,
-    peak_tflops: dict[str, float] | None = None, meta_model: nn.Module | None = None,
+    peak_tflops: dict[str, float] | None = None, flops: int | None = None,
     clock_source: ClockSource | None = None,
 ) -> LatencyPoint:
     """Time ``model`` (already prepared) on one input shape; an out-of-memory makes an "oom" point, not an error.
 
     Memory peaks are reset after the warm-up: compilation, graph capture and cuDNN's autotune workspaces are
     reported as the warm-up's peak, apart from the timed calls'. ``clock_source`` is sampled while they run.
+    ``flops``: the point's 2 x MACs, counted beforehand (``point_flops``).
     """
     device = settings.torch_device
     cuda = device.type == "cuda"
@@ -176,8 +166,7 @@ def measure_point(
         point.clocks_mhz = sampler.summary()
     if not cuda:
         point.memory = {"process_peak_rss": _process_peak_rss_bytes()}
-    if meta_model is not None:
-        point.flops = count_macs(meta_model, shape, engine="meta").total(FLOPS)
+    point.flops = flops
     del x, step
     if cuda:
         torch.cuda.empty_cache()  # the next point's reserved-memory peak starts from its own weights
@@ -197,29 +186,27 @@ def run(
 
     ``progress(done, total, label)`` is called before each point and once at the end.
     """
-    warnings = preflight(settings)
     plans = []
     for name in names:  # every shape is checked before the first model is built
         info = zoo.info(name)
         plans.append((info, [zoo.input_shape(info, size, b) for size in sizes for b in batch_sizes]))
     total, done = sum(len(shapes) for _, shapes in plans), 0
     reports = []
-    with pinned(settings):
-        env = Environment.capture(settings.torch_device, settings.dtype)
-        peak = choose_peak(env)
-        warnings += [peak.warning] if peak.warning else []
-        for message in warnings:
+    with session(settings, warn) as run_on:
+        env, peak, warnings = run_on.environment, run_on.peak, run_on.warnings
+        if peak.warning:
+            warnings.append(peak.warning)
             if warn:
-                warn(message)
+                warn(peak.warning)
         clocks = gpu_clock_source(settings.torch_device) if settings.torch_device.type == "cuda" else None
         for info, shapes in plans:
+            flops = [point_flops(info.name, shape) for shape in shapes]  # a refused input stops here, in one line
             model = prepare(zoo.build(info.name, device=str(settings.torch_device)), settings)
-            meta_model = zoo.build(info.name, device="meta")
             points = []
-            for shape in shapes:
+            for shape, point_work in zip(shapes, flops):
                 if progress:
                     progress(done, total, f"{info.name} {zoo.format_size(shape)}")
-                points.append(measure_point(model, shape, settings, peak.tflops, meta_model, clocks))
+                points.append(measure_point(model, shape, settings, peak.tflops, point_work, clocks))
                 done += 1
             reports.append(LatencyReport(info.name, settings, env, points, peak, list(warnings), info.attention))
             del model

@@ -48,6 +48,112 @@ class CudaEventClock:
         return self.start.elapsed_time(self.end)  # already milliseconds
 
 
+def clock_for(device: torch.device) -> CpuClock | CudaEventClock:
+    return CudaEventClock() if device.type == "cuda" else CpuClock()
+
+
+# Stamps a hook can take inside a timed call without waiting for the device (profile's per-module times).
+
+
+class CpuStamps(CpuClock):
+    def stamp(self) -> int:
+        return time.perf_counter_ns()
+
+    def times(self, stamps: list) -> list[float]:
+        """Milliseconds since the first stamp."""
+        return [(s - stamps[0]) / 1e6 for s in stamps] if stamps else []
+
+
+class CudaStamps(CudaEventClock):
+    """Each stamp records a CUDA event (from a pool reused every call) on the current stream; they are read after
+    ``time`` has synchronised on the call's end event, relative to its start event."""
+
+    def __init__(self):
+        super().__init__()
+        self.pool: list = []
+        self.used = 0
+
+    def time(self, step: Callable[[], object]) -> float:
+        self.used = 0
+        return super().time(step)
+
+    def stamp(self):
+        if self.used == len(self.pool):
+            self.pool.append(torch.cuda.Event(enable_timing=True))
+        event = self.pool[self.used]
+        self.used += 1
+        event.record()
+        return event
+
+    def times(self, stamps: list) -> list[float]:
+        return [self.start.elapsed_time(event) for event in stamps]
+
+
+class ThreadTimeStamps(CpuStamps):
+    """The calling thread's CPU clock (``time.thread_time_ns``), for one thread on a shared machine: it leaves out
+    the time the OS gives to other processes, and so also any wait; it is not a latency."""
+
+    def time(self, step: Callable[[], object]) -> float:
+        start = time.thread_time_ns()
+        step()
+        return (time.thread_time_ns() - start) / 1e6
+
+    def stamp(self) -> int:
+        return time.thread_time_ns()
+
+
+CLOCKS = {"wall": "wall clock (CUDA events on a GPU)", "thread": "the thread's CPU time"}
+
+
+def stamps_for(device: torch.device, clock: str = "wall") -> CpuStamps | CudaStamps:
+    if device.type == "cuda":
+        return CudaStamps()
+    return ThreadTimeStamps() if clock == "thread" else CpuStamps()
+
+
+# The one rounds loop: the sweep's calls, the interleaved A/B, profile's passes and the roofs all time through it.
+
+
+def timed_rounds(
+    passes: dict[str, Callable[[], object]], *, iters: int | None = None, min_time: float | None = None,
+    min_rounds: int = MIN_SAMPLES, budget_on: Iterable[str] | None = None, order: str = "rotate",
+    within: ContextManager | None = None, after_round: Callable[[int], None] | None = None,
+) -> dict[str, list]:
+    """Every pass once per round, in an order that changes every round, so a change of load falls on all alike:
+    "rotate" (A B C, B C A, ...) or "flip" (A B, B A, ...). Rounds: ``iters``, or until every pass named in
+    ``budget_on`` (default: all; each returns milliseconds) has taken ``min_time`` seconds in all, after at least
+    ``min_rounds``. Garbage collection is off, and ``within`` (a clock sampler) entered, for the whole loop.
+    """
+    names = list(passes)
+    results: dict[str, list] = {name: [] for name in names}
+    budgeted = names if budget_on is None else list(budget_on)
+
+    def more() -> bool:
+        done = len(results[names[0]])
+        if iters is not None:
+            return done < iters
+        return done < min_rounds or min(sum(results[n]) for n in budgeted) < min_time * 1e3
+
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with within or contextlib.nullcontext():
+            while more():
+                done = len(results[names[0]])
+                if order == "flip":
+                    turn = names if done % 2 == 0 else names[::-1]
+                else:
+                    turn = names[done % len(names):] + names[:done % len(names)]
+                for name in turn:
+                    results[name].append(passes[name]())
+                if after_round is not None:
+                    after_round(done + 1)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return results
+
+
 def time_calls(
     step: Callable[[], object], device: torch.device, warmup: int, iters: int | None = None,
     min_time: float | None = None, *, after_warmup: Callable[[], None] | None = None,
@@ -65,25 +171,9 @@ def time_calls(
         torch.cuda.synchronize(device)
     if after_warmup is not None:
         after_warmup()
-    clock = CudaEventClock() if device.type == "cuda" else CpuClock()
-    budget_ms = None if min_time is None else min_time * 1e3
-
-    def more(samples: list[float]) -> bool:
-        if iters is not None:
-            return len(samples) < iters
-        return len(samples) < MIN_SAMPLES or sum(samples) < budget_ms
-
-    samples: list[float] = []
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        with while_timing or contextlib.nullcontext():
-            while more(samples):
-                samples.append(clock.time(step))
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return samples
+    clock = clock_for(device)
+    return timed_rounds({"call": lambda: clock.time(step)}, iters=iters, min_time=min_time,
+                        within=while_timing)["call"]
 
 
 def reference_timing(step: Callable[[], object], threads: int, min_run_time: float):
