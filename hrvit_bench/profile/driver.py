@@ -30,11 +30,11 @@ REPORT_DEPTH = 3
 REPORT_ROUNDS = 5
 
 
-def _profile(info, shape, settings: LatencySettings, env: Environment, roof: Roofline, by: str, depth: int,
-             convention: Convention, small_mflops: float, clock_name: str, warnings: list[str]) -> ProfileReport:
+def _profile(info, shape, costs: ModuleCosts, settings: LatencySettings, env: Environment, roof: Roofline, by: str,
+             depth: int, convention: Convention, small_mflops: float, clock_name: str,
+             warnings: list[str]) -> ProfileReport:
     report = ProfileReport(info.name, shape, by, depth, convention, settings, env, roofline=roof,
                            clock=clock_name, warnings=list(warnings))
-    costs = ModuleCosts.measure(info.name, shape, settings.dtype)
     report.total_macs = costs.macs("", convention)
     device = settings.torch_device
     model = prepare(zoo.build(info.name, device=str(device)), settings)
@@ -129,11 +129,15 @@ def profile_models(
     progress = progress or (lambda label: None)
     reports = []
     with session(settings, warn) as run_on:
+        costs = []
+        for info, shape in plans:  # counted first: a model that refuses its input stops here, before any timing
+            progress(f"counting {info.name} {zoo.format_size(shape)}")
+            costs.append(ModuleCosts.measure(info.name, shape, settings.dtype))
         progress("measuring the roofs (matmul, copy)")
         roof = roofline.measure(settings, run_on.environment, peak=run_on.peak)
-        for info, shape in plans:
+        for (info, shape), cost in zip(plans, costs):
             progress(f"profiling {info.name} {zoo.format_size(shape)}")
-            reports.append(_profile(info, shape, settings, run_on.environment, roof, by, depth, convention,
+            reports.append(_profile(info, shape, cost, settings, run_on.environment, roof, by, depth, convention,
                                     small_mflops, clock, run_on.warnings))
     return reports
 
