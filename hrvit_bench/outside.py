@@ -42,6 +42,7 @@ class OutsideModel:
     make: Callable[[], object]  # returns an nn.Module or (nn.Module, example_inputs)
     input_size: tuple[int, int]  # (H, W) of the default image input
     example_shapes: tuple[tuple[int, ...], ...] | None  # the builder's own example inputs, when it brings them
+    frames: int | None = None  # a video model's clip length: its input is B x 3 x T x H x W
 
     def build(self) -> tuple[nn.Module, tuple[torch.Tensor, ...] | None]:
         """Call the builder (on whatever device context the caller set): the module, and its example inputs."""
@@ -62,10 +63,14 @@ def resolve(spec: str, probe: Callable[["OutsideModel"], tuple]) -> OutsideModel
     if lookup(spec) is not None:
         return lookup(spec)
     kind, _, target = spec.partition(":")
+    clip = None
     if kind in KINDS:
         if not target:
             raise UsageError(f"{spec!r} names no model: write {kind}:NAME")
-        make = _timm_maker(spec, target) if kind == "timm" else _torchvision_maker(spec, target)
+        if kind == "timm":
+            make = _timm_maker(spec, target)
+        else:
+            make, clip = _torchvision_maker(spec, target)
     else:
         source, _, builder = spec.rpartition(":")
         if not source or not builder:
@@ -78,8 +83,8 @@ def resolve(spec: str, probe: Callable[["OutsideModel"], tuple]) -> OutsideModel
     if example_shapes is not None:
         size = example_shapes[0][-2:] if len(example_shapes[0]) == 4 else DEFAULT_INPUT
     else:
-        size = _pretrained_input_size(module) or DEFAULT_INPUT
-    resolved = OutsideModel(spec, make, tuple(int(s) for s in size), example_shapes)
+        size = (clip[1:] if clip else None) or _pretrained_input_size(module) or DEFAULT_INPUT
+    resolved = OutsideModel(spec, make, tuple(int(s) for s in size), example_shapes, clip[0] if clip else None)
     _RESOLVED[(spec, os.getcwd())] = resolved
     return resolved
 
@@ -120,14 +125,33 @@ def _timm_maker(spec: str, name: str) -> Callable[[], nn.Module]:
     return lambda: timm.create_model(name, pretrained=False)
 
 
-def _torchvision_maker(spec: str, name: str) -> Callable[[], nn.Module]:
+VIDEO_FRAMES = 16  # torchvision's video classification recipe trains on 16-frame clips
+
+
+def _torchvision_maker(spec: str, name: str) -> tuple[Callable[[], nn.Module], tuple[int, int, int] | None]:
+    """The builder, with no weights at all (segmentation and detection builders would otherwise fetch their
+    backbone's), and for a video model its clip (frames, height, width) from its weights' transforms."""
     _import_optional("torchvision", spec)
     from torchvision import models as tv_models
 
     known = tv_models.list_models()
     if name not in known:
         raise _unknown("torchvision", name, known)
-    return lambda: tv_models.get_model(name, weights=None)
+    builder = tv_models.get_model_builder(name)
+    options = {"weights": None}
+    if "weights_backbone" in inspect.signature(builder).parameters:
+        options["weights_backbone"] = None
+    clip = _video_clip(tv_models, name) if builder.__module__.startswith("torchvision.models.video") else None
+    return (lambda: tv_models.get_model(name, **options)), clip
+
+
+def _video_clip(tv_models, name: str) -> tuple[int, int, int]:
+    """(frames, height, width): the crop of the first weights' transforms, and at least VIDEO_FRAMES frames (more
+    where the model needs them: ``min_temporal_size``)."""
+    weights = next(iter(tv_models.get_model_weights(name)))
+    crop = getattr(weights.transforms, "keywords", {}).get("crop_size", DEFAULT_INPUT)
+    height, width = (crop, crop) if isinstance(crop, int) else tuple(crop)
+    return max(VIDEO_FRAMES, int(weights.meta.get("min_temporal_size", 1))), int(height), int(width)
 
 
 # --------------------------------------------------------------------------------------------------------------

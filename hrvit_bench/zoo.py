@@ -2,6 +2,7 @@
 input sizes, build on the right device."""
 from __future__ import annotations
 
+import contextlib
 import re
 
 import torch
@@ -14,18 +15,18 @@ from hrvit_bench_models import ModelInfo, UnknownModelError
 from . import outside
 from .errors import UsageError
 
-_SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+_SIZE = re.compile(r"^\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?(?:[xX]\s*(\d+)\s*)?$")
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'512x1024' -> (512, 1024); a single number means a square."""
-    match = _SIZE.match(text) or re.match(r"^\s*(\d+)\s*$", text)
+def parse_size(text: str) -> tuple[int, ...]:
+    """'512x1024' -> (512, 1024); a single number means a square; 'TxHxW' (a video clip) -> (T, H, W)."""
+    match = _SIZE.match(text)
     if not match:
-        raise UsageError(f"input size {text!r} is not HxW with positive integers (e.g. 512x512)")
-    h, w = (int(match.group(1)), int(match.group(match.lastindex)))
-    if h <= 0 or w <= 0:
+        raise UsageError(f"input size {text!r} is not HxW with positive integers (e.g. 512x512; TxHxW for video)")
+    numbers = [int(n) for n in match.groups() if n is not None]
+    if min(numbers) <= 0:
         raise UsageError(f"input size {text!r} must be positive")
-    return h, w
+    return (numbers[0], numbers[0]) if len(numbers) == 1 else tuple(numbers)
 
 
 def format_size(dims) -> str:
@@ -80,13 +81,19 @@ def resolve(names_or_patterns: list[str]) -> list[ModelInfo]:
     return [info(n) for n in found]
 
 
-def input_shape(model: ModelInfo, size: tuple[int, int] | None, batch_size: int = 1) -> tuple[int, int, int, int]:
-    """(B, 3, H, W), checked against what the model can take."""
+def input_shape(model: ModelInfo, size: tuple[int, ...] | None, batch_size: int = 1) -> tuple[int, ...]:
+    """(B, 3, H, W) (a video model's (B, 3, T, H, W)), checked against what the model can take."""
     if batch_size <= 0:
         raise UsageError(f"batch size must be a positive integer, not {batch_size}")
     known = outside.lookup(model.name)
     if known is not None and known.example_shapes is not None:
         return _example_shape(known, size, batch_size)
+    if known is not None and known.frames is not None:  # a video model: B x 3 x T x H x W
+        frames, (h, w) = (size[0], size[1:]) if size is not None and len(size) == 3 else (
+            known.frames, size or model.input_size)
+        return (batch_size, 3, frames, h, w)
+    if size is not None and len(size) != 2:
+        raise UsageError(f"{model.name} takes an image, HxW; TxHxW (frames x height x width) is for video models")
     h, w = size or model.input_size
     if min(h, w) < model.input_multiple:
         raise UsageError(
@@ -107,14 +114,24 @@ class _NoInitOnMeta(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+@contextlib.contextmanager
+def _seeded():
+    """Random weights, the same every build (the caller's random state untouched): a count that depends on the
+    weights (detection heads after NMS) is then the same from run to run."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        yield
+
+
 def build(name: str, device: str = "cpu", **overrides) -> nn.Module:
-    """Build in eval mode; on ``meta`` no memory is allocated and no weights are initialised."""
+    """Build in eval mode; on ``meta`` no memory is allocated and no weights are initialised; elsewhere the random
+    weights are seeded."""
     if outside.is_spec(name):
         return _build_outside(_outside(name), device)[0]
     if torch.device(device).type == "meta":
         with torch.device(device), _NoInitOnMeta():
             return models.create_model(name, **overrides).eval()
-    with torch.device(device):
+    with torch.device(device), _seeded():
         return models.create_model(name, **overrides).eval()
 
 
@@ -158,7 +175,7 @@ def _build_outside(model: outside.OutsideModel, device: str) -> tuple[nn.Module,
             module = module.to("meta")
         inputs = None if inputs is None else tuple(t.to("meta") for t in inputs)
         return module.eval(), inputs
-    with torch.device(device):
+    with torch.device(device), _seeded():
         module, inputs = model.build()
     return module.to(device).eval(), inputs
 

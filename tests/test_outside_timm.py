@@ -46,7 +46,7 @@ def test_torchvision_resnet50_matches_the_published_architecture():
     """torchvision's docs publish 25,557,032 parameters for resnet50; timm's CSV 4.11 GMACs for the same network."""
     data = json.loads(runner.invoke(app, ["flops", "-m", "torchvision:resnet50", "--json", "--no-cross-check"]).stdout)
     [row] = data
-    assert row["model"] == "torchvision:resnet50" and row["input_shape"] == [1, 3, 224, 224]
+    assert row["model"] == "torchvision:resnet50" and row["input"] == "1x3x224x224"
     assert row["params"] == 25_557_032
     assert round(row["flops"]["macs-all-1e9"]["count"] / 1e9, 2) == 4.11
 
@@ -55,6 +55,42 @@ def test_meta_engine_equals_fvcore_on_real_tensors():
     meta = hrvit_bench.count("timm:resnet18", (1, 3, 64, 64))
     real = hrvit_bench.count("timm:resnet18", (1, 3, 64, 64), engine="fvcore")
     assert meta.count.by_operator == real.count.by_operator
+
+
+def test_torchvision_segmentation_builds_without_fetching_backbone_weights(monkeypatch):
+    """get_model(name, weights=None) alone still loads weights_backbone (ImageNet resnet50) for FCN."""
+    import torch.hub
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    result = runner.invoke(app, ["params", "-m", "torchvision:fcn_resnet50", "--json"])
+    assert result.exit_code == 0, result.output
+    # resnet50 without its fc (25,557,032 - 2048 x 1000 - 1000) and FCNHead(2048 -> 21): conv 3x3 2048->512, BN,
+    # conv 1x1 512->21 with bias
+    backbone = 25_557_032 - 2048 * 1000 - 1000
+    head = 2048 * 512 * 9 + 2 * 512 + 512 * 21 + 21
+    assert json.loads(result.stdout)[0]["params"] == backbone + head
+
+
+def test_a_detection_count_is_the_same_every_run_and_says_it_depends_on_values():
+    counts = [hrvit_bench.count("torchvision:fasterrcnn_mobilenet_v3_large_320_fpn").count for _ in range(2)]
+    assert counts[0].by_operator == counts[1].by_operator  # the random weights are seeded
+    assert counts[0].engine == "fvcore" and any(note.startswith("data-dependent:") for note in counts[0].notes)
+
+
+def test_a_video_model_takes_a_clip_and_input_frames_x_height_x_width():
+    """r3d_18 at its weights' 112x112 crop and 16 frames; at 8 frames every layer before the pooled fc (512 -> 400)
+    sees half the frames, so the count less the fc halves exactly."""
+    clip = hrvit_bench.count("torchvision:r3d_18").count
+    assert clip.input_shape == (1, 3, 16, 112, 112)
+    result = runner.invoke(app, ["flops", "-m", "torchvision:r3d_18", "-i", "8x112x112", "--json", "--no-cross-check"])
+    assert result.exit_code == 0, result.output
+    [half] = json.loads(result.stdout)
+    fc = 512 * 400
+    assert half["input"] == "1x3x8x112x112"
+    assert clip.total() - fc == 2 * (half["flops"]["macs-all-1e9"]["count"] - fc)
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -27,8 +27,8 @@ from .result import MacCount, RawCounts
 
 ENGINES = ("meta", "fvcore")
 MODES = ("eval",)  # the mode the forward is counted in; training (backward rules) is the next to come
-DATA_DEPENDENT = ("data-dependent: this count depends on tensor values (here: zeros in), so other weights or inputs "
-                  "may give another")
+DATA_DEPENDENT = ("data-dependent: this count depends on tensor values (here: zeros in, the weights as built), so other "
+                  "weights or inputs may give another")
 
 Inputs = "tuple[int, ...] | str | torch.Tensor | tuple[torch.Tensor, ...]"
 Observer = Callable[[nn.Module], ContextManager]
