@@ -544,7 +544,7 @@ def toy_on_fake_gpu(cuda, monkeypatch):
 @pytest.mark.parametrize("mig", [False, True])
 def test_sweep_on_fake_gpu(toy_on_fake_gpu, monkeypatch, mig):
     env = _env(device_name="NVIDIA H100 80GB HBM3 MIG 3g.40gb" if mig else "NVIDIA H100 80GB HBM3")
-    monkeypatch.setattr(sweep.Environment, "capture", lambda device, dtype: env)
+    monkeypatch.setattr(session.Environment, "capture", lambda device, dtype: env)
     warned = []
     [report] = sweep.run([toy_on_fake_gpu], [None], [1, 2], _settings(), warn=warned.append)
     assert [p.status for p in report.points] == ["ok", "ok"]

@@ -16,13 +16,13 @@ built), ``session`` (the one set-up step: checks, pinned threads, environment, p
 from .peaks import GpuPeak, gpu_peak, peak_key
 from .results import LatencyPoint, LatencyReport
 from .settings import DTYPES, LatencySettings, parse_batch_sizes, parse_sizes, preflight
+from .session import pinned, timed_session
 from .stats import LatencyStats
-from .session import pinned, session
 from .sweep import is_out_of_memory, measure_point, prepare, run
 from .timer import MIN_SAMPLES, make_step, reference_timing, time_calls, timed_rounds
 
 __all__ = [
     "DTYPES", "MIN_SAMPLES", "GpuPeak", "LatencyPoint", "LatencyReport", "LatencySettings", "LatencyStats",
     "gpu_peak", "is_out_of_memory", "make_step", "measure_point", "parse_batch_sizes", "parse_sizes", "peak_key",
-    "pinned", "preflight", "prepare", "reference_timing", "run", "session", "time_calls", "timed_rounds",
+    "pinned", "preflight", "prepare", "reference_timing", "run", "time_calls", "timed_rounds", "timed_session",
 ]

@@ -20,7 +20,7 @@ from .. import zoo
 from ..environment import Environment
 from ..errors import UsageError, first_line
 from ..output import fmt
-from .session import session
+from .session import timed_session
 from .settings import LatencySettings
 from .stats import Interval, LatencyStats, median_interval, ratio_interval
 from .sweep import is_out_of_memory, point_flops, prepare, random_input
@@ -160,7 +160,7 @@ def interleaved(
     shapes = [zoo.input_shape(i, size, batch_size) for i in infos]
     device = settings.torch_device
     sides = [Side(i.name, i.attention, []) for i in infos]
-    with session(settings, warn) as run_on, torch.inference_mode():
+    with timed_session(settings, warn) as run_on, torch.inference_mode():
         env, warnings = run_on.environment, run_on.warnings
         steps = {}
         for info, side, shape in zip(infos, sides, shapes):

@@ -40,7 +40,7 @@ class Session:
 
 
 @contextlib.contextmanager
-def session(settings: LatencySettings, warn: Callable[[str], None] | None = None) -> Iterator[Session]:
+def timed_session(settings: LatencySettings, warn: Callable[[str], None] | None = None) -> Iterator[Session]:
     """``preflight`` first (a missing device, dtype or compiler is one line, exit 2, before anything is built),
     then pinned threads for the run, the environment captured inside them and the peak chosen from it; the
     preflight's warnings are said once through ``warn`` (the peak's warning is the caller's to report)."""

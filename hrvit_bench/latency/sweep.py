@@ -16,7 +16,7 @@ from ..conventions import Convention
 from ..environment import ClockSampler, ClockSource, gpu_clock_source
 from ..errors import first_line
 from .results import LatencyPoint, LatencyReport
-from .session import session
+from .session import timed_session
 from .settings import DTYPES, LatencySettings
 from .stats import LatencyStats
 from .timer import cudagraph_skips, graph_launches, make_step, reference_timing, time_calls
@@ -192,7 +192,7 @@ def run(
         plans.append((info, [zoo.input_shape(info, size, b) for size in sizes for b in batch_sizes]))
     total, done = sum(len(shapes) for _, shapes in plans), 0
     reports = []
-    with session(settings, warn) as run_on:
+    with timed_session(settings, warn) as run_on:
         env, peak, warnings = run_on.environment, run_on.peak, run_on.warnings
         if peak.warning:
             warnings.append(peak.warning)

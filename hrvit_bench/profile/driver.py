@@ -14,7 +14,7 @@ from .. import roofline, zoo
 from ..conventions import DEFAULT, Convention
 from ..environment import Environment
 from ..errors import UsageError, first_line
-from ..latency import LatencySettings, make_step, prepare, session
+from ..latency import LatencySettings, make_step, prepare, timed_session
 from ..latency.sweep import out_of_memory_in, random_input
 from ..latency.timer import MIN_SAMPLES, stamps_for, timed_rounds
 from ..roofline import Roofline
@@ -128,7 +128,7 @@ def profile_models(
     plans = [(info, zoo.input_shape(info, size, batch_size)) for info in map(zoo.info, names)]
     progress = progress or (lambda label: None)
     reports = []
-    with session(settings, warn) as run_on:
+    with timed_session(settings, warn) as run_on:
         costs = []
         for info, shape in plans:  # counted first: a model that refuses its input stops here, before any timing
             progress(f"counting {info.name} {zoo.format_size(shape)}")
