@@ -149,33 +149,17 @@ def test_a_custom_autograd_function_is_counted_inside_on_meta_and_unseen_by_fvco
     assert not count.coverage.complete
 
 
-SCRIPTED_FILE = '''
-import torch
-from torch import nn
-
-
-@torch.jit.script
-def square(x):
-    return x @ x
-
-
-class CallsScript(nn.Module):
-    def forward(self, x):
-        return square(x)
-
-
-def build():
+def scripted_with_its_input():
+    """An outside builder (``test_counting_door:scripted_with_its_input``): the model and its 5 x 5 input."""
     return CallsScript(), torch.zeros(5, 5)
-'''
 
 
-def test_flops_strict_fails_on_unseen_code_and_passes_where_it_was_counted(tmp_path):
-    path = tmp_path / "scripted.py"
-    path.write_text(SCRIPTED_FILE)
-    counted = runner.invoke(app, ["flops", "-m", f"{path}:build", "--strict", "--no-cross-check", "--json"])
+def test_flops_strict_fails_on_unseen_code_and_passes_where_it_was_counted():
+    spec = f"{__name__}:scripted_with_its_input"
+    counted = runner.invoke(app, ["flops", "-m", spec, "--strict", "--no-cross-check", "--json"])
     assert counted.exit_code == 0, counted.output
     assert json.loads(counted.stdout)[0]["macs_by_operator"] == {"mm": SQUARE}
-    unseen = runner.invoke(app, ["flops", "-m", f"{path}:build", "--engine", "fvcore", "--strict", "--no-cross-check"])
+    unseen = runner.invoke(app, ["flops", "-m", spec, "--engine", "fvcore", "--strict", "--no-cross-check"])
     assert unseen.exit_code == 1
     assert "--strict: known GEMM-like calls went uncounted" in unseen.output and "prim::CallFunction 1" in unseen.output
 
