@@ -1,5 +1,9 @@
 """The timing loop: warm-up, then one sample per call, on a clock that sees the device finish.
 
+One rounds loop (``timed_rounds``) times everything: the sweep's calls, the interleaved A/B's rounds, profile's
+passes and the roofs. Each round runs every pass once, in an order that changes every round. Profile's hooks take
+stamps (``CpuStamps``, ``CudaStamps``, ``ThreadTimeStamps``) that never wait for the device.
+
 CUDA: a pair of CUDA events around the call, the device synchronised before the call (each sample is one
 request's latency, launch overhead included) and before the events are read (``elapsed_time`` is in
 milliseconds). CPU: ``time.perf_counter_ns`` around the call. Garbage collection is off while timing, as in

@@ -300,15 +300,3 @@ def _compact(n: int | None) -> str:
     if not n:
         return "-"
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
-
-
-def median(values) -> float:
-    return statistics.median(values) if values else 0.0
-
-
-def by_share(rows: list[ProfileRow]) -> list[ProfileRow]:
-    """Shares of the rows' summed medians, largest time first."""
-    total = sum(r.ms for r in rows) or 1.0
-    for r in rows:
-        r.share = r.ms / total
-    return sorted(rows, key=lambda r: -r.ms)
