@@ -98,7 +98,7 @@ def count_record(engine: str, shard: Shard | None, progress=None, jobs: int = 2)
     keys = sorted((name, size) for name, size in wanted if name in mine)
     counts = CountCache(engine)
     counts.prefetch(keys, jobs, progress)
-    rows = [counts.get(name, size).to_dict() for name, size in keys]  # MacCount.from_dict reads them back
+    rows = [counts.get(name, size).to_dict(detail=False) for name, size in keys]  # MacCount.from_dict reads them
     return Record("report", {"engine": engine}, rows, Environment.capture("cpu").to_dict(),
                   shard.to_dict(models, [f"{n}@{format_size(s)}" for n, s in wanted]) if shard else None,
                   wall_time_s=round(time.perf_counter() - start, 2))

@@ -139,10 +139,12 @@ class MacCount:
             out[c.name] = {"label": c.label, "count": raw, "giga": c.giga_value(raw)}
         return out
 
-    def to_dict(self, conventions=None) -> dict:
+    def to_dict(self, conventions=None, *, detail: bool = True) -> dict:
         """The one dictionary form: `flops --json`, record rows and report rows. ``input`` is written as the CSV
-        writes it ("1x3x224x224"); ``macs_by_operator`` and the counts beside it rebuild every number."""
-        return {
+        writes it ("1x3x224x224"); ``macs_by_operator`` and the counts beside it rebuild every number.
+        ``detail=False`` (a report record's rows) leaves out what is derived or only listed: each convention's
+        count, the coverage summary, and the names of unused parameters and uncalled modules."""
+        out = {
             "model": self.model,
             "input": format_size(self.input_shape),
             "engine": self.engine,
@@ -160,6 +162,10 @@ class MacCount:
             "fvcore_differences": self.fvcore_differences,
             "notes": self.notes,
         }
+        if not detail:
+            for derived in ("unused_parameter_names", "flops", "uncalled_modules", "coverage"):
+                del out[derived]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> "MacCount":
