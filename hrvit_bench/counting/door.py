@@ -43,8 +43,9 @@ def count(target: nn.Module | str, inputs: Inputs | None = None, *, engine: str 
     means its own input). ``inputs``: a shape such as (B, C, H, W) or "BxCxHxW" (zeros of it are fed), or the
     tensor(s) of the forward's positional arguments. ``engine="meta"`` counts a meta copy on shapes alone and falls
     back to fvcore on real tensors where a call cannot run on meta (a model already on meta needs ``real_copy``
-    for that); ``"fvcore"`` runs fvcore itself. ``observe(module)`` gives a context the counted forward runs in
-    (profile's hooks). The caller's module keeps its device and every submodule its training flag.
+    for that); ``"fvcore"`` runs fvcore itself. ``mode``: what the forward is counted in ("eval"); the caller's
+    module keeps its device and every submodule its own training flag. ``observe(module)`` gives a context the
+    counted forward runs in (profile's hooks).
     """
     if engine not in ENGINES:
         raise UsageError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
