@@ -1,8 +1,10 @@
 """Where results go: rich tables on a terminal, JSON or CSV on stdout, report files written atomically."""
 from __future__ import annotations
 
+import csv
 import io
 import json
+import math
 import os
 import shutil
 import sys
@@ -10,7 +12,6 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
-import pandas as pd
 from rich.console import Console
 
 MIB = 2**20
@@ -30,8 +31,15 @@ def print_json(data) -> None:
 
 
 def csv_text(rows: Iterable[dict]) -> str:
+    """Rows as CSV: the columns in the order they first appear, a missing value or None or nan as an empty cell,
+    integers as integers (a column with gaps stays integer, unlike a DataFrame's)."""
+    rows = list(rows)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
     buffer = io.StringIO()
-    pd.DataFrame(list(rows)).to_csv(buffer, index=False)
+    writer = csv.DictWriter(buffer, columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()})
     return buffer.getvalue()
 
 

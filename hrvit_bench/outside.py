@@ -17,12 +17,13 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Callable
 
 from .errors import UsageError, first_line
+
+if TYPE_CHECKING:  # torch is imported where a model is built, so that naming models stays light
+    import torch
+    from torch import nn
 
 DEFAULT_INPUT = (224, 224)
 TIMM_INSTALL = 'pip install torch==2.14.1 torchvision==0.29.1 && pip install "hrvit-bench[timm]"'
@@ -223,6 +224,9 @@ def _call(spec: str, make: Callable[[], object]) -> object:
 
 def _checked(spec: str, built: object) -> tuple[nn.Module, tuple[torch.Tensor, ...] | None]:
     """An nn.Module, or (nn.Module, example_inputs) with example_inputs a tensor or a tuple of tensors."""
+    import torch
+    from torch import nn
+
     if isinstance(built, nn.Module):
         return built, None
     if isinstance(built, tuple) and len(built) == 2 and isinstance(built[0], nn.Module):

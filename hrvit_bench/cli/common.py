@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated, Callable, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from .. import __version__, output
 from ..conventions import CONVENTION_NAMES
@@ -149,6 +148,8 @@ def emit(results: list, as_json: bool, as_csv: bool) -> None:
 @contextlib.contextmanager
 def progress(description: str, total: int | None = None):
     """A transient progress bar on stderr (shown on a terminal, also when stdout is piped): yields tick(label)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     columns = [SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()]
     if total:
         columns += [BarColumn(), MofNCompleteColumn()]
