@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sys
 import tempfile
 import traceback
@@ -67,6 +68,12 @@ def command(fn=None, *, name: str | None = None):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:  # before typer, which would exit 1
+            _reader_gone()
+            raise typer.Exit(0) from None
+        except KeyboardInterrupt:  # workers of a pool ignore SIGINT: the parent says it once
+            error("interrupted")
+            raise typer.Exit(130) from None
         except UsageError as exc:
             if _State.debug:
                 traceback.print_exc()
@@ -241,20 +248,39 @@ def check_writable(folder: str) -> None:
         raise UsageError(f"cannot write to --out {folder}: {exc.strerror or first_line(exc)}") from None
 
 
+def _reader_gone() -> None:
+    """stdout's reader closed the pipe (``hrvit-bench list | head -2``) and has what it wanted. stdout now points
+    at /dev/null, so the interpreter's last flush cannot fail again ("Note on SIGPIPE" in Python's signal docs)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main() -> None:
-    """Console entry point: the parser's own usage errors also become one line and exit code 2."""
+    """Console entry point: the parser's own usage errors also become one line and exit code 2; a reader that
+    closes the pipe early ends the run quietly with exit code 0."""
+    try:
+        code = _run()
+        sys.stdout.flush()  # here, not at interpreter exit, where a broken pipe could only be reported
+    except BrokenPipeError:
+        _reader_gone()
+        code = 0
+    sys.exit(code)
+
+
+def _run() -> int:
     if len(sys.argv) == 1:  # help, not an error
         app(["--help"], prog_name="hrvit-bench", standalone_mode=False)
-        sys.exit(0)
+        return 0
     try:
         code = app(standalone_mode=False, prog_name="hrvit-bench")
     except typer.Abort:
-        sys.exit(130)
+        return 130
     except Exception as exc:
         if not hasattr(exc, "format_message"):  # not the parser's: a command already reported it, or a bug
             raise
         message = exc.format_message().strip()
         if message:
             error(message.splitlines()[0])
-        sys.exit(getattr(exc, "exit_code", 2))
-    sys.exit(code if isinstance(code, int) else 0)
+        return getattr(exc, "exit_code", 2)
+    return code if isinstance(code, int) else 0

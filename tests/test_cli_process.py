@@ -1,0 +1,26 @@
+"""The CLI as a real process meets it: `python -m`, pipes closed early, the terminal width, Ctrl-C."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import hrvit_bench_models as models
+from hrvit_bench import __version__, output
+
+CLI = f"{sys.executable} -m hrvit_bench"
+
+
+def cli(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hrvit_bench", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, **kwargs)
+
+
+@pytest.mark.parametrize("module", ["hrvit_bench", "hrvit_bench.cli"])
+def test_python_dash_m_runs_the_cli(module):
+    done = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True)
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"hrvit-bench {__version__}\n", "")
+    done = subprocess.run([sys.executable, "-m", module, "list", "--family", "mit", "--json"], capture_output=True,
+                          text=True)
+    assert done.returncode == 0 and len(json.loads(done.stdout)) == len(models.list_models(family="mit"))
