@@ -23,14 +23,8 @@ class _Console(Console):
         raise BrokenPipeError
 
 
-def piped_width() -> int:
-    """The width of output that is not a terminal (a terminal reports its own): $COLUMNS when it is a positive
-    integer, else 160, room for wide tables in logs, CI and README examples where rich would assume 80."""
-    columns = os.environ.get("COLUMNS", "").strip()
-    return int(columns) if columns.isdigit() and int(columns) > 0 else 160
-
-
-console = _Console(width=None if sys.stdout.isatty() else piped_width())
+# Piped output (logs, CI, README examples) gets room for wide tables instead of rich's 80 columns.
+console = _Console(width=None if sys.stdout.isatty() else 160)
 err_console = _Console(stderr=True)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import select
+import stat
 import sys
 import tempfile
 import traceback
@@ -256,15 +258,34 @@ def _reader_gone() -> None:
     os.close(devnull)
 
 
+def _pipe_of_stdout() -> int | None:
+    """A second descriptor of stdout when it is a pipe, to ask later whether its reader has gone."""
+    try:
+        return os.dup(1) if stat.S_ISFIFO(os.fstat(1).st_mode) and hasattr(select, "poll") else None
+    except OSError:
+        return None
+
+
+def _no_reader(fd: int | None) -> bool:
+    if fd is None:
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(event & select.POLLERR for _, event in poller.poll(0))  # a pipe with no reader left
+
+
 def main() -> None:
     """Console entry point: the parser's own usage errors also become one line and exit code 2; a reader that
     closes the pipe early ends the run quietly with exit code 0."""
+    pipe = _pipe_of_stdout()
     try:
         code = _run()
         sys.stdout.flush()  # here, not at interpreter exit, where a broken pipe could only be reported
     except BrokenPipeError:
         _reader_gone()
         code = 0
+    except SystemExit as exc:  # help text meeting a closed pipe: typer and rich exit 1 themselves
+        code = 0 if exc.code == 1 and _no_reader(pipe) else exc.code
     sys.exit(code)
 
 
