@@ -16,6 +16,7 @@ from rich.console import Console
 
 MIB = 2**20
 
+
 class _Console(Console):
     def on_broken_pipe(self) -> None:
         """The reader closed the pipe (``| head``). rich's own handler exits 1; the CLI decides instead (exit 0)."""
@@ -23,8 +24,14 @@ class _Console(Console):
         raise BrokenPipeError
 
 
-# Piped output (logs, CI, README examples) gets room for wide tables instead of rich's 80 columns.
-console = _Console(width=None if sys.stdout.isatty() else 160)
+def piped_width() -> int:
+    """The width of output that is not a terminal (a terminal reports its own): $COLUMNS when it is a positive
+    integer, else 160, room for wide tables in logs, CI and README examples where rich would assume 80."""
+    columns = os.environ.get("COLUMNS", "").strip()
+    return int(columns) if columns.isdigit() and int(columns) > 0 else 160
+
+
+console = _Console(width=None if sys.stdout.isatty() else piped_width())
 err_console = _Console(stderr=True)
 
 

@@ -40,3 +40,34 @@ def test_a_reader_that_closes_the_pipe_early_is_no_failure(pipeline):
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""  # no "Exception ignored ... BrokenPipeError" at interpreter exit
     assert done.stdout.strip() or reader == "true"
+
+
+def test_piped_output_takes_columns_from_the_environment(monkeypatch):
+    for value, width in (("72", 72), (" 90 ", 90), ("0", 160), ("wide", 160), ("", 160)):
+        monkeypatch.setenv("COLUMNS", value)
+        assert output.piped_width() == width, value
+    monkeypatch.delenv("COLUMNS")
+    assert output.piped_width() == 160
+
+
+def test_list_at_60_columns_keeps_every_name_whole():
+    names = models.list_models()
+    done = cli("list", env={"COLUMNS": "60"})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert max(map(len, lines)) <= 60
+    rows = {line.split()[0]: line.split()[1:] for line in lines if line.split() and line.split()[0] in names}
+    assert sorted(rows) == names  # every name whole, one per row
+    assert all(cells[0] in ("cls", "seg", "backbone") for cells in rows.values())  # the task still fits
+    assert "left out at 60 columns: dataset, classes, input, attention" in " ".join(done.stdout.split())
+
+
+def test_piped_list_without_columns_is_160_wide_and_shows_every_column():
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    done = subprocess.run([sys.executable, "-m", "hrvit_bench", "list", "hrvit_b1_*"], capture_output=True,
+                          text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    header = next(line for line in done.stdout.splitlines() if line.lstrip().startswith("name"))
+    assert header.split() == ["name", "task", "dataset", "classes", "input", "attention"]
+    assert "left out" not in done.stdout
+    assert max(map(len, done.stdout.splitlines())) <= 160
