@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from hrvit_bench import gate, output, zoo
 from hrvit_bench.cli import app
+from hrvit_bench.errors import UsageError
 from hrvit_bench.official import load_official
 
 runner = CliRunner()
@@ -133,6 +134,17 @@ def test_tolerance_parsing_by_hand():
     assert gate.parse_tolerance("100%") == 1.0 and gate.parse_tolerance("0") == 0.0
 
 
+@pytest.mark.parametrize("bare, hint", [("5", "for 5% write 5% (or 0.05)"), ("1", "for 1% write 1%"),
+                                        ("12.5", "for 12.5% write 12.5%")])
+def test_a_bare_percentage_is_refused_with_the_sign_it_lacks(tmp_path, bare, hint):
+    with pytest.raises(UsageError, match="read as a fraction") as refused:
+        gate.parse_tolerance(bare)
+    assert hint in str(refused.value)
+    result = runner.invoke(app, ["report", "--out", str(tmp_path / "new"), "--compare", str(COMMITTED),
+                                 "--fail-on-change", bare])
+    assert result.exit_code == 2 and hint in result.output
+
+
 @pytest.mark.parametrize("content", [None, "not,a,report\n1,2,3\n",
                                      "model,input,params,unused_params,macs_all,macs_gemm\nx,1x1,a,0,1,2\n"])
 def test_missing_or_malformed_baseline_is_a_usage_error(tmp_path, content):
@@ -142,6 +154,18 @@ def test_missing_or_malformed_baseline_is_a_usage_error(tmp_path, content):
     assert result.exit_code == 2
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "new").exists()  # it stopped before counting anything
+
+
+def test_a_baseline_folder_without_claims_csv_is_a_usage_error(tmp_path):
+    """Verdicts are half the gate: a folder that lacks them must not pass with a note."""
+    baseline = tmp_path / "baseline"
+    baseline.mkdir()
+    shutil.copy(COMMITTED / "models.csv", baseline / "models.csv")
+    result = runner.invoke(app, ["report", "--out", str(tmp_path / "new"), "--compare", str(baseline)])
+    assert result.exit_code == 2
+    [line] = result.output.strip().splitlines()
+    assert "no claims.csv" in line and f"--compare {baseline / 'models.csv'}" in line
+    assert not (tmp_path / "new").exists()  # refused before counting anything
 
 
 def test_unwritable_out_is_refused_before_counting(tmp_path):
