@@ -105,7 +105,8 @@ def test_names_and_metadata_need_no_torch_and_a_build_imports_only_its_family():
     code = """
 import sys, json
 import hrvit_bench_models as models
-listed = (len(models.list_models()), models.model_info("mit_b1").attention, "hrvit_b1" in models.close_matches("hrvit_b4"))
+listed = (len(models.list_models()), models.model_info("mit_b1").attention,
+          "hrvit_b1" in models.close_matches("hrvit_b4"))
 before = sorted(m for m in sys.modules if m == "torch" or m.startswith("hrvit_bench_models."))
 models.create_model("mit_b0")
 after = sorted(m for m in sys.modules if m.startswith("hrvit_bench_models.") and m.count(".") == 1)
