@@ -26,7 +26,12 @@ if TYPE_CHECKING:  # torch is imported where a model is built, so that naming mo
     from torch import nn
 
 DEFAULT_INPUT = (224, 224)
-TIMM_INSTALL = 'pip install torch==2.14.1 torchvision==0.29.1 && pip install "hrvit-bench[timm]"'
+# What works (README, "Any model"): timm needs torchvision, and PyPI's torchvision imports only beside the torch
+# it was built for, so both go in a venv of their own, with the checkout installed there too.
+TIMM_VENV = ("python3 -m venv .venv-timm && . .venv-timm/bin/activate && pip install torch==2.14.1 "
+             'torchvision==0.29.1 && pip install -e ".[timm]"')
+TIMM_INSTALL = ("install it in a venv of its own, as the README's \"Any model\" does, from the hrvit-bench checkout: "
+                + TIMM_VENV)
 KINDS = ("timm", "torchvision")
 
 
