@@ -1,8 +1,10 @@
 """The CLI as a real process meets it: `python -m`, pipes closed early, the terminal width, Ctrl-C."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -71,3 +73,30 @@ def test_piped_list_without_columns_is_160_wide_and_shows_every_column():
     assert header.split() == ["name", "task", "dataset", "classes", "input", "attention"]
     assert "left out" not in done.stdout
     assert max(map(len, done.stdout.splitlines())) <= 160
+
+
+def _children(pid: int) -> list[str]:
+    return open(f"/proc/{pid}/task/{pid}/children").read().split()
+
+
+@pytest.mark.parametrize("to", ["the main process", "the process group (Ctrl-C)"])
+def test_sigint_while_the_report_counts_in_workers_is_one_line_and_exit_130(tmp_path, to):
+    out = tmp_path / "reports"
+    report = subprocess.Popen([sys.executable, "-m", "hrvit_bench", "report", "--out", str(out), "--jobs", "2"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while len(_children(report.pid)) < 2:  # the counting pool has started
+            assert report.poll() is None and time.monotonic() < deadline, report.communicate()
+            time.sleep(0.1)
+        time.sleep(0.5)  # the workers are counting
+        if to == "the main process":
+            os.kill(report.pid, signal.SIGINT)
+        else:
+            os.killpg(report.pid, signal.SIGINT)
+        stdout, stderr = report.communicate(timeout=120)
+    finally:
+        if report.poll() is None:
+            os.killpg(report.pid, signal.SIGKILL)
+    assert (report.returncode, stderr) == (130, "error: interrupted\n")
+    assert stdout == "" and not out.exists()  # nothing written: the previous report stays whole
