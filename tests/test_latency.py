@@ -421,6 +421,17 @@ def test_csv_keys_and_sweep_over_models(toy, toy_oom):
     assert statuses[(TOY_OOM, "16x16", "1")] == "ok" and statuses[(TOY, "16x16", "2")] == "ok"
 
 
+def test_a_sweep_where_every_point_ran_out_of_memory_exits_1(toy_oom, tmp_path):
+    result = _run_cli("-m", toy_oom, "-b", "2", "--iters", "2", "--warmup", "1", "--json", "--out", str(tmp_path))
+    assert result.exit_code == 1
+    [report] = json.loads(result.stdout)  # what was tried is still printed, and recorded
+    assert [p["status"] for p in report["points"]] == ["oom"]
+    assert (tmp_path / "latency.record.json").is_file()
+    assert result.stderr.splitlines()[-1] == ("error: nothing was measured: the one point ran out of memory; try a "
+                                              "smaller --batch-size or --input")
+    assert _run_cli("-m", toy_oom, "-b", "1,2", "--iters", "2", "--warmup", "1", "--json").exit_code == 0
+
+
 def test_table_output(toy_oom):
     result = _run_cli("-m", toy_oom, "-b", "1,2", "--iters", "2", "--warmup", "1")
     assert result.exit_code == 0, result.output
