@@ -215,15 +215,21 @@ def measure_each(infos, measure: Callable, verb: str) -> list:
 
 
 
-def latency_settings(device: Device | None, threads: int | None, rounds: int):
-    """Settings for the claims' latency rows, checked before anything is counted or built."""
+def latency_settings(device: Device | None, threads: int | None, rounds: int | None):
+    """Settings for the claims' latency rows, checked before anything is counted or built. --rounds and --threads
+    shape the timing alone, so without --latency they are refused rather than ignored."""
     if device is None:
+        given = [option for option, value in (("--rounds", rounds), ("--threads", threads)) if value is not None]
+        if given:
+            raise UsageError(f"{' and '.join(given)} {'sets' if len(given) == 1 else 'set'} how --latency times, "
+                             f"but nothing is timed without it: add --latency cpu (or cuda), or leave "
+                             f"{' and '.join(given)} out")
         return None
     from ..latency import LatencySettings, preflight
 
     try:
-        settings = LatencySettings(device=device.value, warmup=2 if device == Device.cpu else 10, iters=rounds,
-                                   threads=threads)
+        settings = LatencySettings(device=device.value, warmup=2 if device == Device.cpu else 10,
+                                   iters=DEFAULT_ROUNDS if rounds is None else rounds, threads=threads)
         preflight(settings)
     except UsageError as exc:  # the settings speak of --device; here the user wrote --latency
         raise UsageError(str(exc).replace("--device", "--latency")) from None
@@ -233,7 +239,11 @@ def latency_settings(device: Device | None, threads: int | None, rounds: int):
 LatencyOpt = Annotated[
     Optional[Device], typer.Option(help="Also time every comparison, interleaved (slow on a CPU; never gated).")
 ]
-RoundsOpt = Annotated[int, typer.Option("--rounds", min=2, help="Interleaved rounds per timed pair.")]
+DEFAULT_ROUNDS = 10
+RoundsOpt = Annotated[
+    Optional[int], typer.Option("--rounds", min=2, help=f"With --latency: interleaved rounds per timed pair "
+                                                        f"(default: {DEFAULT_ROUNDS}).")
+]
 
 def check_writable(folder: str) -> None:
     """Fail before counting, not after minutes of work, when the report cannot be written; create nothing yet, so

@@ -21,7 +21,7 @@ def claims(
         bool, typer.Option("--wide", help="The full table: every reason, published numbers, Table 6.")
     ] = False,
     latency: LatencyOpt = None,
-    rounds: RoundsOpt = 10,
+    rounds: RoundsOpt = None,
     threads: ThreadsOpt = None,
     strict: Annotated[bool, typer.Option(help="Exit 1 when a claim does not hold (under some convention).")] = False,
     jobs: JobsOpt = None,
@@ -68,7 +68,7 @@ def report(
         bool, typer.Option("--allow-new", help="Rows the baseline lacks are notes, not failures.")
     ] = False,
     latency: LatencyOpt = None,
-    rounds: RoundsOpt = 10,
+    rounds: RoundsOpt = None,
     threads: ThreadsOpt = None,
     engine: Annotated[Engine, typer.Option(help="meta (fast, shape-only) or fvcore (real tensors).")] = Engine.meta,
     jobs: JobsOpt = None,
@@ -83,6 +83,8 @@ def report(
     from ..count_cache import default_jobs
 
     if shard is not None:
+        if latency is None:
+            latency_settings(None, threads, rounds)  # refuses --rounds and --threads, which would time nothing
         _report_shard(shard, out, compare, latency, engine, jobs)
         return
     tolerance = gate.parse_tolerance(fail_on_change) if fail_on_change is not None else None
