@@ -281,6 +281,25 @@ def test_compact_table_fits_80_columns_and_keeps_ids_whole():
     assert len(report.tables()) == 3  # claims, published numbers, Table 6
 
 
+def test_compact_and_wide_tables_give_a_verdict_the_same_words():
+    """One phrase per verdict on every surface: the compact table, --wide, the CSV and the markdown report."""
+    report = ClaimsReport.measure(counts=CountCache())
+    accuracy = [h for h in report.headlines if h.verdict == UNMEASURABLE]
+    assert len(accuracy) == 12 and UNMEASURABLE == "needs training"
+    texts = {}
+    for wide in (False, True):
+        report.wide = wide
+        console = Console(width=200, record=True, file=io.StringIO())
+        for table in report.tables():
+            console.print(table)
+        texts[wide] = console.export_text()
+    texts["md"] = report.to_markdown()
+    for where, text in texts.items():
+        assert text.count(UNMEASURABLE) >= len(accuracy), where
+        assert "needs data" not in text and "not measurable" not in text, where
+    assert {r["verdict"] for r in report.csv_rows() if r["key"] in {h.claim.key for h in accuracy}} == {UNMEASURABLE}
+
+
 def test_headline_rows_in_csv_and_markdown():
     report = ClaimsReport.measure(counts=CountCache())
     rows = report.csv_rows()
