@@ -206,6 +206,18 @@ def test_report_records_that_lack_counts_are_refused(tmp_path):
     assert result.exit_code == 2 and "lack" in result.output and "counts a report needs" in result.output
 
 
+def test_report_shard_names_its_models_on_stderr_as_flops_does(tmp_path):
+    result = run("report", "--shard", "2/40", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    [record] = tmp_path.iterdir()
+    mine = json.loads(record.read_text())["shard"]["items"]
+    total = len(set(models.list_models()))
+    assert result.stderr.splitlines()[0] == f"shard 2/40: {len(mine)} of {total} models ({', '.join(mine)})"
+    assert "shard 2/40" not in result.stdout  # stdout: what was counted and written
+    assert result.stdout.startswith(f"counted {len(json.loads(record.read_text())['rows'])} (model, input) rows of "
+                                    f"{len(mine)} models") and str(record) in result.stdout
+
+
 def test_report_shard_refuses_the_gate(tmp_path):
     result = run("report", "--shard", "1/3", "--out", tmp_path, "--compare", "reports")
     assert result.exit_code == 2 and "--shard" in result.output

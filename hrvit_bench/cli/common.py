@@ -180,10 +180,15 @@ def shard_of(names: list[str], shard: str | None) -> tuple[list[str], dict | Non
     if shard is None:
         return names, None
     chosen = Shard.parse(shard)
+    return announce_shard(chosen, names), chosen.to_dict(names)
+
+
+def announce_shard(chosen, names: list[str]) -> list[str]:
+    """The shard's models, said on stderr before any work ("shard 1/3: 2 of 4 models (a, b)")."""
     mine = chosen.select(names)
     output.err_console.print(f"shard {chosen.label}: {len(mine)} of {len(set(names))} models"
                              + (f" ({', '.join(mine)})" if mine else ""), highlight=False, soft_wrap=True)
-    return mine, chosen.to_dict(names)
+    return mine
 
 
 def check_record(out: str | None, command_name: str) -> None:

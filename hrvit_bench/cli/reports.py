@@ -10,7 +10,7 @@ from .. import output
 from ..conventions import parse_conventions
 from ..errors import UsageError
 from .common import (ConventionOpt, CsvOpt, Engine, JobsOpt, JsonOpt, LatencyOpt, RoundsOpt, ThreadsOpt,
-                     check_writable, command, error, latency_settings, output_format, progress)
+                     announce_shard, check_writable, command, error, latency_settings, output_format, progress)
 
 
 @command
@@ -142,13 +142,13 @@ def _report_shard(shard: str, out: str, compare: str | None, latency, engine: En
         raise UsageError("--shard counts a slice of the models: --compare and --latency work on the merged report "
                          "(`hrvit-bench merge ... --out DIR`, then `hrvit-bench report`'s gate on DIR)")
     check_writable(out)
+    announce_shard(chosen, reporting.work_list())  # on stderr, before counting, as flops and latency say theirs
     with progress("counting") as tick:
         record = reporting.count_record(engine.value, chosen, tick, jobs or default_jobs())
         path = record.write(out)
-    models = record.shard["items"]
-    output.console.print(f"shard {chosen.label}: counted {len(record.rows)} (model, input) rows of {len(models)} of "
-                         f"{record.shard['work_items']} models in {record.wall_time_s:.1f} s; wrote {path}. Join "
-                         f"all {chosen.count} with `hrvit-bench merge`", highlight=False, soft_wrap=True)
+    output.console.print(f"counted {len(record.rows)} (model, input) rows of {len(record.shard['items'])} models in "
+                         f"{record.wall_time_s:.1f} s; wrote {path}; join all {chosen.count} shards with "
+                         "`hrvit-bench merge`", highlight=False, soft_wrap=True)
 
 
 @command
