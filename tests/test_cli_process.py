@@ -79,6 +79,7 @@ def _children(pid: int) -> list[str]:
     return open(f"/proc/{pid}/task/{pid}/children").read().split()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("to", ["the main process", "the process group (Ctrl-C)"])
 def test_sigint_while_the_report_counts_in_workers_is_one_line_and_exit_130(tmp_path, to):
     out = tmp_path / "reports"

@@ -101,6 +101,7 @@ def test_registering_a_catalogued_name_from_another_module_is_an_error():
     assert models.model_info("mit_b0").family == "mit"
 
 
+@pytest.mark.slow
 def test_names_and_metadata_need_no_torch_and_a_build_imports_only_its_family():
     code = """
 import sys, json

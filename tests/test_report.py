@@ -57,6 +57,7 @@ def gate_run(tmp_path, baseline, *extra):
     return runner.invoke(app, ["report", "--out", str(tmp_path / "new"), "--compare", str(baseline), *extra])
 
 
+@pytest.mark.slow
 def test_report_writes_every_file(fresh):
     assert FILES <= {p.name for p in fresh.iterdir()}
     assert not [p for p in fresh.iterdir() if p.name.startswith(".")]  # no staging left behind
@@ -75,6 +76,7 @@ def test_report_writes_every_file(fresh):
     assert "| claim" in (fresh / "claims.md").read_text()
 
 
+@pytest.mark.slow
 def test_one_mac_more_fails_the_gate_naming_the_row(fresh, tmp_path, doctored):
     rows = read_rows(doctored / "models.csv")
     target = next(r for r in rows if r["model"] == "hrvit_b1" and r["input"] == "224x224")
@@ -88,6 +90,7 @@ def test_one_mac_more_fails_the_gate_naming_the_row(fresh, tmp_path, doctored):
     assert gate_run(tmp_path, doctored, "--fail-on-change", "50%").exit_code == 1
 
 
+@pytest.mark.slow
 def test_a_flipped_verdict_fails_the_gate_naming_the_claim(fresh, tmp_path, doctored):
     rows = read_rows(doctored / "claims.csv")
     target = next(r for r in rows if r["key"] == "ade-b1-vs-mitb1/flops@512x512")
@@ -99,6 +102,7 @@ def test_a_flipped_verdict_fails_the_gate_naming_the_claim(fresh, tmp_path, doct
     assert "claim ade-b1-vs-mitb1/flops@512x512: verdict 'holds' -> 'does not hold'" in result.output
 
 
+@pytest.mark.slow
 def test_rows_the_baseline_lacks_fail_unless_allowed(fresh, tmp_path, doctored):
     rows = [r for r in read_rows(doctored / "models.csv") if r["model"] != "hrvit_b2"]
     write_rows(doctored / "models.csv", rows)
@@ -108,6 +112,7 @@ def test_rows_the_baseline_lacks_fail_unless_allowed(fresh, tmp_path, doctored):
     assert allowed.exit_code == 0 and "(allowed: --allow-new)" in allowed.output
 
 
+@pytest.mark.slow
 def test_a_csv_baseline_gets_advice_that_works(fresh, tmp_path):
     baseline = tmp_path / "my counts.csv"
     rows = read_rows(COMMITTED / "models.csv")
@@ -216,6 +221,7 @@ def test_an_interrupted_write_leaves_the_previous_files_whole(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "b.csv"]
 
 
+@pytest.mark.slow
 def test_claims_strict_exits_1_when_a_claim_does_not_hold(fresh):
     # Counts are cached by the report above; the committed claims include ones that do not hold.
     result = runner.invoke(app, ["claims", "--strict", "--json"])
@@ -225,6 +231,7 @@ def test_claims_strict_exits_1_when_a_claim_does_not_hold(fresh):
     assert runner.invoke(app, ["claims", "--json"]).exit_code == 0
 
 
+@pytest.mark.slow
 def test_a_count_unlike_the_official_code_fails_the_report_naming_it(fresh, tmp_path, monkeypatch):
     from hrvit_bench import report as reporting
     from hrvit_bench.official import OfficialCount
@@ -241,6 +248,7 @@ def test_a_count_unlike_the_official_code_fails_the_report_naming_it(fresh, tmp_
     assert new["hrvit_b2 @ 224x224"]["equals_official"] == "True"
 
 
+@pytest.mark.slow
 def test_merged_report_shards_equal_the_one_machine_report(fresh, tmp_path):
     """Three shards of the report, merged, give the files the one-machine report wrote (the counts are cached by
     the report above, so the shards cost little here; merge rebuilds every number from the records alone)."""

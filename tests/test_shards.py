@@ -232,6 +232,7 @@ def test_report_shard_needs_a_folder_of_its_own(tmp_path, monkeypatch):
     assert list((tmp_path / "reports").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_latency_from_two_setups_gives_one_cross_device_table_and_plot(toys, tmp_path):
     common = ["latency", "-m", "toy_shard_a", "-m", "toy_shard_b", "--iters", "5", "--warmup", "1", "--threads", "1",
               "--csv"]
@@ -260,6 +261,7 @@ def test_latency_from_two_setups_gives_one_cross_device_table_and_plot(toys, tmp
     assert printed.exit_code == 0 and printed.stdout == (out / "cross_device.csv").read_text()
 
 
+@pytest.mark.slow
 def test_timing_the_same_point_twice_on_one_device_is_refused(toys, tmp_path):
     common = ["latency", "-m", "toy_shard_a", "--iters", "5", "--warmup", "1", "--threads", "1", "--csv", "--out"]
     for name in ("a.json", "b.json"):

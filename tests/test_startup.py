@@ -9,6 +9,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 HEAVY = ("torch", "pandas", "numpy", "fvcore", "thop", "matplotlib")
 COMMANDS = ("list", "params", "flops", "latency", "profile", "claims", "report", "merge")
 LIGHT = [
@@ -55,6 +57,7 @@ def test_help_version_and_list_import_nothing_heavy(tmp_path):
     assert error.startswith("error: unknown task 'detection'")
 
 
+@pytest.mark.slow
 def test_the_probe_sees_torch_once_a_command_builds_a_model(tmp_path):
     """The probe must report torch where a command needs it, or the test above proves nothing."""
     seen, _ = run_in_one_interpreter(tmp_path, [["list", "--json"], ["params", "-m", "mit_b0", "--json"]])
