@@ -301,6 +301,9 @@ def main() -> None:
         code = 0
     except SystemExit as exc:  # help text meeting a closed pipe: typer and rich exit 1 themselves
         code = 0 if exc.code == 1 and _no_reader(pipe) else exc.code
+    finally:
+        if pipe is not None:
+            os.close(pipe)
     sys.exit(code)
 
 
