@@ -4,8 +4,8 @@ A claim row names pairs ``subject>baseline`` of registered models, an input, a m
 A relative change is the mean over its pairs of ``subject / baseline - 1``; the averages say which pairs they
 average because the pairs are in the row. FLOP claims are evaluated under every counting convention; unit and
 giga cancel in a ratio, so only all-ops against GEMM-only counting can change a verdict, and the headline says
-"depends on the convention" when the two disagree. Accuracy claims need training and data: they are listed as
-not measurable here, never as passed. Latency rows are timed only on request, in interleaved rounds, and their
+"depends on the convention" when the two disagree. Accuracy claims need a trained model: their verdict is
+"needs training", never a pass. Latency rows are timed only on request, in interleaved rounds, and their
 verdict rests on a bootstrap interval.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from .latency.compare import FASTER, INDISTINGUISHABLE, SLOWER, Comparison, dire
 from .latency.stats import Interval, mean_ratio_interval
 from .published import PublishedResult, read_data
 
-HOLDS, FAILS, UNMEASURABLE = "holds", "does not hold", "not measurable here"
+HOLDS, FAILS, UNMEASURABLE = "holds", "does not hold", "needs training"
 DEPENDS = "depends on the convention"
 NOT_TIMED = "not timed"
 COST_METRICS = ("params", "flops")
@@ -167,7 +167,7 @@ def published_explanation(claim: Claim, published: dict) -> str:
 
 def evaluate(claim: Claim, convention: Convention | None, counts: CountCache,
              published: dict[tuple[str, tuple[int, int]], PublishedResult] | None = None) -> ClaimResult:
-    """A parameter or FLOP claim under one convention (accuracy claims: not measurable)."""
+    """A parameter or FLOP claim under one convention (accuracy claims need training)."""
     if claim.metric not in COST_METRICS or claim.kind == "accuracy":
         why = f"{claim.metric} needs training and data ({claim.note})"
         return ClaimResult(claim, None, None, [], UNMEASURABLE, why)

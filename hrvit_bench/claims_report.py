@@ -355,5 +355,4 @@ def _short_size(size: tuple[int, int]) -> str:
 
 
 def _short_verdict(verdict: str) -> str:
-    return {UNMEASURABLE: "needs data", DEPENDS: "by convention", INDISTINGUISHABLE: "in the noise"}.get(verdict,
-                                                                                                      verdict)
+    return {DEPENDS: "by convention", INDISTINGUISHABLE: "in the noise"}.get(verdict, verdict)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
+import signal
 
 import torch
 
@@ -43,17 +44,28 @@ class CountCache:
         self.get(*todo[0][1:])  # warm torch's lazily built meta kernels once, before any fork
         todo = todo[1:]
         if jobs > 1 and len(todo) > 1 and "fork" in multiprocessing.get_all_start_methods():
-            with multiprocessing.get_context("fork").Pool(jobs, initializer=torch.set_num_threads,
-                                                          initargs=(1,)) as pool:
-                for key, count in pool.imap_unordered(_count_with_key, todo, chunksize=2):
-                    self._counts[key] = count
-                    if progress:
-                        progress(_label(key))
+            with multiprocessing.get_context("fork").Pool(jobs, initializer=_worker_setup) as pool:
+                try:
+                    for key, count in pool.imap_unordered(_count_with_key, todo, chunksize=2):
+                        self._counts[key] = count
+                        if progress:
+                            progress(_label(key))
+                except KeyboardInterrupt:  # Ctrl-C: stop the workers before the CLI says "interrupted"
+                    pool.terminate()
+                    pool.join()
+                    raise
         else:
             for key in todo:
                 if progress:
                     progress(_label(key))
                 self._counts[key] = _count(key)
+
+
+def _worker_setup() -> None:
+    """A worker counts on one thread and ignores SIGINT: Ctrl-C reaches the whole process group, and only the
+    parent should answer it (else each worker prints its own KeyboardInterrupt traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
 
 
 def _label(key) -> str:

@@ -21,13 +21,18 @@ LATENCY = "latency"
 
 
 def parse_tolerance(text: str) -> float:
-    """'0.5%' -> 0.005; '0.005' -> 0.005. A fraction in [0, 1]: nan, inf, negatives and over 100% are refused."""
+    """'0.5%' -> 0.005; '0.005' -> 0.005. A fraction in [0, 1]: nan, inf, negatives and over 100% are refused, and
+    so is a bare number from 1 to 100, which is almost surely a percentage without its sign."""
     stripped = text.strip()
     try:
         value = float(stripped.rstrip("%"))
     except ValueError:
         raise UsageError(f"tolerance {text!r} is not a number or a percentage like 0.5%") from None
-    value = value / 100 if stripped.endswith("%") else value
+    percent = stripped.endswith("%")
+    value = value / 100 if percent else value
+    if not percent and 1 <= value <= 100:  # "5" means 5% to a reader, the fraction 5 (500%) to the parser
+        raise UsageError(f"tolerance {text!r} is read as a fraction, {100 * value:g}%: for {value:g}% write "
+                         f"{value:g}% (or {value / 100:g})")
     if not math.isfinite(value) or not 0 <= value <= 1:
         raise UsageError(f"tolerance {text!r} must be between 0 and 100% (0 to 1 as a fraction)")
     return value
@@ -37,7 +42,7 @@ def parse_tolerance(text: str) -> float:
 class Baseline:
     path: Path  # what the user gave: a report folder, or a models.csv
     models: dict[str, dict[str, int]]  # "model @ input" -> exact counts
-    verdicts: dict[str, str] | None  # claim key -> headline verdict; None without a claims.csv beside it
+    verdicts: dict[str, str] | None  # claim key -> headline verdict; None for a models.csv baseline
     latency_ratios: dict[str, float] = field(default_factory=dict)  # latency claim key -> ratio, where timed
 
     @classmethod
@@ -49,9 +54,12 @@ class Baseline:
                              "first")
         models = {_model_key(r): {c: _integer(r, c, models_csv) for c in EXACT}
                   for r in _rows(models_csv, {"model", "input", *EXACT})}
-        claims_csv = models_csv.parent / CLAIMS_CSV if path.is_dir() else None
+        claims_csv = path / CLAIMS_CSV if path.is_dir() else None
+        if claims_csv is not None and not claims_csv.is_file():  # a gate that silently skips verdicts passes too much
+            raise UsageError(f"baseline {path} has {MODELS_CSV} but no {CLAIMS_CSV}, so its claim verdicts cannot be "
+                             f"compared: to compare counts alone, give --compare {shlex.quote(str(models_csv))}")
         verdicts, ratios = None, {}
-        if claims_csv is not None and claims_csv.is_file():
+        if claims_csv is not None:
             rows = _rows(claims_csv, {"key", "metric", "verdict"})
             verdicts = {r["key"]: r["verdict"] for r in rows if r["metric"] != LATENCY}
             ratios = {r["key"]: float(r["ratio"]) for r in rows if r["metric"] == LATENCY and r.get("ratio")}
@@ -128,7 +136,7 @@ def compare(baseline: Baseline, models: dict[str, dict[str, int]], verdicts: dic
         failures += [Change(key, "moved", c, baseline.models[key][c], models[key][c])
                      for c in EXACT if baseline.models[key][c] != models[key][c]]
     if baseline.verdicts is None:
-        notes.append("no claims.csv beside the baseline: claim verdicts not compared")
+        notes.append(f"a counts-only baseline ({baseline.path.name}): claim verdicts not compared")
     else:
         more, _ = _compare_keys(baseline.verdicts, verdicts, allow_new, notes, prefix="claim ")
         failures += more

@@ -1,8 +1,10 @@
 """Where results go: rich tables on a terminal, JSON or CSV on stdout, report files written atomically."""
 from __future__ import annotations
 
+import csv
 import io
 import json
+import math
 import os
 import shutil
 import sys
@@ -10,16 +12,29 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
-import pandas as pd
 from rich.console import Console
 
 from .errors import UsageError, first_line
 
 MIB = 2**20
 
-# Piped output (logs, CI, README examples) gets room for wide tables instead of rich's 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True)
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """The reader closed the pipe (``| head``). rich's own handler exits 1; the CLI decides instead (exit 0)."""
+        self.quiet = True
+        raise BrokenPipeError
+
+
+def piped_width() -> int:
+    """The width of output that is not a terminal (a terminal reports its own): $COLUMNS when it is a positive
+    integer, else 160, room for wide tables in logs, CI and README examples where rich would assume 80."""
+    columns = os.environ.get("COLUMNS", "").strip()
+    return int(columns) if columns.isdigit() and int(columns) > 0 else 160
+
+
+console = _Console(width=None if sys.stdout.isatty() else piped_width())
+err_console = _Console(stderr=True)
 
 
 def fmt(value: float | None, spec: str) -> str:
@@ -32,9 +47,15 @@ def print_json(data) -> None:
 
 
 def csv_text(rows: Iterable[dict]) -> str:
-    """Each value as it is: an integer column with gaps stays integers (pandas would make it 1.0, 2.0, ...)."""
+    """Rows as CSV: the columns in the order they first appear, a missing value or None or nan as an empty cell,
+    integers as integers (a column with gaps stays integer, unlike a DataFrame's)."""
+    rows = list(rows)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
     buffer = io.StringIO()
-    pd.DataFrame(list(rows), dtype=object).to_csv(buffer, index=False)
+    writer = csv.DictWriter(buffer, columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()})
     return buffer.getvalue()
 
 

@@ -17,15 +17,21 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Callable
 
 from .errors import UsageError, first_line
 
+if TYPE_CHECKING:  # torch is imported where a model is built, so that naming models stays light
+    import torch
+    from torch import nn
+
 DEFAULT_INPUT = (224, 224)
-TIMM_INSTALL = 'pip install torch==2.14.1 torchvision==0.29.1 && pip install "hrvit-bench[timm]"'
+# What works (README, "Any model"): timm needs torchvision, and PyPI's torchvision imports only beside the torch
+# it was built for, so both go in a venv of their own, with the checkout installed there too.
+TIMM_VENV = ("python3 -m venv .venv-timm && . .venv-timm/bin/activate && pip install torch==2.14.1 "
+             'torchvision==0.29.1 && pip install -e ".[timm]"')
+TIMM_INSTALL = ("install it in a venv of its own, as the README's \"Any model\" does, from the hrvit-bench checkout: "
+                + TIMM_VENV)
 KINDS = ("timm", "torchvision")
 
 
@@ -247,6 +253,9 @@ def _call(spec: str, make: Callable[[], object]) -> object:
 
 def _checked(spec: str, built: object) -> tuple[nn.Module, tuple[torch.Tensor, ...] | None]:
     """An nn.Module, or (nn.Module, example_inputs) with example_inputs a tensor or a tuple of tensors."""
+    import torch
+    from torch import nn
+
     if isinstance(built, nn.Module):
         return built, None
     if isinstance(built, tuple) and len(built) == 2 and isinstance(built[0], nn.Module):

@@ -73,10 +73,72 @@ class Record:
         shard = data.get("shard")
         if shard is not None and not {"index", "count", "items", "work_fingerprint"} <= set(shard):
             raise UsageError(f"{source}: malformed record (shard lacks index, count, items or work_fingerprint)")
+        check_rows(data["command"], data["rows"], source)
         return cls(command=data["command"], settings=data["settings"], rows=data["rows"],
                    environment=data["environment"], shard=shard, wall_time_s=data.get("wall_time_s"),
                    machine=data.get("machine", ""), hrvit_bench_version=data.get("hrvit_bench_version", ""),
                    created=data.get("created", ""), source=source)
+
+
+# What a reader takes from each row, by command: a field and the kind of value it must hold. A row of junk would
+# otherwise merge into empty files, and a wrong value fail deep inside the merge with a bare ValueError.
+_INT, _NUMBER, _TEXT, _LIST, _OBJECT = "an integer", "a number", "a string", "a list", "an object"
+_COUNTS = {"model": _TEXT, "input": _TEXT, "engine": _TEXT, "params": _INT, "unused_params": _INT,
+           "macs_by_operator": _OBJECT}
+ROW_FIELDS = {
+    "params": {"model": _TEXT, "params": _INT, "trainable_params": _INT, "unused_params": _INT},
+    "flops": _COUNTS,
+    "report": {**_COUNTS, "trainable_params": _INT, "uncounted_ops": _OBJECT},
+    "latency": {"model": _TEXT, "points": _LIST},
+}
+POINT_FIELDS = {"input_size": _LIST, "batch_size": _INT, "status": _TEXT}
+OPTIONAL_POINT_FIELDS = {"flops": _INT, "achieved_tflops": _NUMBER}
+OPTIONAL_STAT_FIELDS = {"n": _INT, "median_ms": _NUMBER, "p90_ms": _NUMBER, "iqr_ms": _NUMBER}
+
+
+def _is(value, kind: str) -> bool:
+    if isinstance(value, bool):
+        return False
+    return {_INT: isinstance(value, int), _NUMBER: isinstance(value, (int, float)), _TEXT: isinstance(value, str),
+            _LIST: isinstance(value, list), _OBJECT: isinstance(value, dict)}[kind]
+
+
+def _problem(values, fields: dict, optional: dict | None = None, what: str = "the row", prefix: str = "") -> str | None:
+    """What is wrong with ``values`` (a row, a point, a point's statistics), or None."""
+    if not isinstance(values, dict):
+        return f"{what} is {type(values).__name__}, not an object"
+    for field, kind in fields.items():
+        if field not in values:
+            return f"{prefix}{field} is missing"
+        if not _is(values[field], kind):
+            return f"{prefix}{field} is {values[field]!r}, not {kind}"
+    for field, kind in (optional or {}).items():
+        if values.get(field) is not None and not _is(values[field], kind):
+            return f"{prefix}{field} is {values[field]!r}, not {kind}"
+    return None
+
+
+def _row_problem(command: str, row) -> str | None:
+    problem = _problem(row, ROW_FIELDS[command])
+    if problem or command != "latency":
+        return problem
+    for k, point in enumerate(row["points"], 1):
+        problem = _problem(point, POINT_FIELDS, OPTIONAL_POINT_FIELDS, "the point")
+        if problem is None and point.get("latency_ms") is not None:
+            problem = _problem(point["latency_ms"], {}, OPTIONAL_STAT_FIELDS, "latency_ms", "latency_ms.")
+        if problem:
+            return f"point {k}: {problem}"
+    return None
+
+
+def check_rows(command: str, rows: list, source: str) -> None:
+    """Every row holds what a reader takes from it, or a usage error names the file, the row and the field."""
+    for i, row in enumerate(rows, 1):
+        problem = _row_problem(command, row)
+        if problem:
+            model = row.get("model") if isinstance(row, dict) else None
+            raise UsageError(f"{source}: malformed record: row {i}" + (f" ({model})" if isinstance(model, str)
+                                                                       else "") + f": {problem}")
 
 
 def from_results(command: str, settings: dict, results: list, shard: dict | None = None, device: str = "cpu",

@@ -88,12 +88,17 @@ def wanted_inputs() -> set[tuple[str, tuple[int, int]]]:
                                                                           for p in load_published()}
 
 
+def work_list() -> list[str]:
+    """The models a report counts, sorted: what --shard K/N slices."""
+    return sorted({name for name, _ in wanted_inputs()})
+
+
 def count_record(engine: str, shard: Shard | None, progress=None, jobs: int = 2) -> Record:
     """The counts behind a report (one shard of them with ``shard``): the work list is the models, sorted, and a
     shard counts every input its models are wanted at."""
     start = time.perf_counter()
     wanted = wanted_inputs()
-    models = sorted({name for name, _ in wanted})
+    models = work_list()
     mine = set(shard.select(models)) if shard else set(models)
     keys = sorted((name, size) for name, size in wanted if name in mine)
     counts = CountCache(engine)

@@ -1,19 +1,24 @@
 """hrvit-bench's only door to models: resolve names (registered, or outside specs such as ``timm:resnet50``), parse
-input sizes, build on the right device."""
+input sizes, build on the right device.
+
+Names, metadata and sizes never import torch (``hrvit-bench list`` and every ``--help`` start in a blink); torch is
+imported where a model is built."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
-
-import torch
-from torch import nn
-from torch.overrides import TorchFunctionMode
+from typing import TYPE_CHECKING
 
 import hrvit_bench_models as models
 from hrvit_bench_models import ModelInfo, UnknownModelError
 
 from . import outside
 from .errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 _SIZE = re.compile(r"^\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?(?:[xX]\s*(\d+)\s*)?$")
 
@@ -32,7 +37,7 @@ def parse_size(text: str) -> tuple[int, ...]:
 def format_size(dims) -> str:
     """(512, 1024) -> '512x1024'; also whole shapes, (1, 3, 224, 224) -> '1x3x224x224', and several inputs'
     shapes, ((1, 3, 8, 8), (1, 5)) -> '1x3x8x8, 1x5'."""
-    if dims and isinstance(dims[0], (tuple, list, torch.Size)):
+    if dims and isinstance(dims[0], (tuple, list)):  # torch.Size is a tuple
         return ", ".join(format_size(d) for d in dims)
     return "x".join(str(int(d)) for d in dims)
 
@@ -103,21 +108,30 @@ def input_shape(model: ModelInfo, size: tuple[int, ...] | None, batch_size: int 
     return (batch_size, 3, h, w)
 
 
-class _NoInitOnMeta(TorchFunctionMode):
-    """Skips in-place ops on meta tensors: weight initialisation (trunc_normal_, kaiming_uniform_, ...) has no
-    values to write on meta, yet recent torch runs its meta kernels as slow Python refs."""
+@functools.cache
+def _no_init_on_meta_mode() -> type:
+    """The mode class, made on first use: torch.overrides is imported only where a model is built."""
+    from torch.overrides import TorchFunctionMode
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        name = getattr(func, "__name__", "")
-        if name.endswith("_") and not name.endswith("__") and args and getattr(args[0], "is_meta", False):
-            return args[0]
-        return func(*args, **(kwargs or {}))
+    class NoInitOnMeta(TorchFunctionMode):
+        """Skips in-place ops on meta tensors: weight initialisation (trunc_normal_, kaiming_uniform_, ...) has no
+        values to write on meta, yet recent torch runs its meta kernels as slow Python refs."""
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            name = getattr(func, "__name__", "")
+            if name.endswith("_") and not name.endswith("__") and args and getattr(args[0], "is_meta", False):
+                return args[0]
+            return func(*args, **(kwargs or {}))
+
+    return NoInitOnMeta
 
 
 @contextlib.contextmanager
 def _seeded():
     """Random weights, the same every build (the caller's random state untouched): a count that depends on the
     weights (detection heads after NMS) is then the same from run to run."""
+    import torch
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         yield
@@ -126,10 +140,12 @@ def _seeded():
 def build(name: str, device: str = "cpu", **overrides) -> nn.Module:
     """Build in eval mode; on ``meta`` no memory is allocated and no weights are initialised; elsewhere the random
     weights are seeded."""
+    import torch
+
     if outside.is_spec(name):
         return _build_outside(_outside(name), device)[0]
     if torch.device(device).type == "meta":
-        with torch.device(device), _NoInitOnMeta():
+        with torch.device(device), _no_init_on_meta_mode()():
             return models.create_model(name, **overrides).eval()
     with torch.device(device), _seeded():
         return models.create_model(name, **overrides).eval()
@@ -138,6 +154,8 @@ def build(name: str, device: str = "cpu", **overrides) -> nn.Module:
 def build_with_inputs(name: str, shape, device: str = "cpu") -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     """The model and the inputs of one forward: zeros of ``shape`` (from ``input_shape``), or an outside builder's
     own example inputs, on ``device``."""
+    import torch
+
     known = outside.lookup(name) if outside.is_spec(name) else None
     if known is not None and known.example_shapes is not None:
         model, inputs = _build_outside(known, device)
@@ -165,9 +183,11 @@ def _outside(spec: str) -> outside.OutsideModel:
 
 def _build_outside(model: outside.OutsideModel, device: str) -> tuple[nn.Module, tuple[torch.Tensor, ...] | None]:
     """On meta, a builder that cannot run there (``.item()`` on a meta tensor, say) is built on the CPU and moved."""
+    import torch
+
     if torch.device(device).type == "meta":
         try:
-            with torch.device(device), _NoInitOnMeta():
+            with torch.device(device), _no_init_on_meta_mode()():
                 module, inputs = model.build()
         except UsageError:
             with torch.device("cpu"):

@@ -1,10 +1,9 @@
 """Architectures in plain PyTorch: HRViT and the baselines it is compared with.
 
-Importing this package registers every model; reach them through ``create_model`` and ``list_models``.
-Nothing here imports ``hrvit_bench``: the models know nothing of benchmarking.
+Reach them through ``create_model``, ``list_models`` and ``model_info``. Importing this package does not import
+torch: names and metadata come from ``catalog.json``, and a family's module is imported when one of its models is
+built. Nothing here imports ``hrvit_bench``: the models know nothing of benchmarking.
 """
-from importlib import import_module
-
 from ._registry import (
     ATTENTION_PATHS,
     TASKS,
@@ -19,10 +18,8 @@ from ._registry import (
     unregister_model,
 )
 
-# Each family registers its models on import.
+# Each family registers its models when its module is imported; catalog.json lists what they register.
 FAMILY_MODULES = ("hrvit", "mit", "cswin", "hrnet", "hrnet_vit")
-for _module in FAMILY_MODULES:
-    import_module(f"{__name__}.{_module}")
 
 __all__ = [
     "ATTENTION_PATHS",

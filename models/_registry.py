@@ -2,15 +2,24 @@
 
 Modelled on timm's and torchvision's registries: a builder is a small function decorated with
 ``@register_model(...)``; variants are data; registering a name twice is an error.
+
+Listing models must not cost a torch import, so the metadata the family modules declare is also kept in
+``catalog.json`` (written by ``python -m hrvit_bench_models._catalog``; a test holds it equal to the declarations).
+Names and metadata come from that file; a family's module, and torch with it, is imported when one of its models
+is built. Models registered at run time (a test's toy model, a user's own) live beside the catalogued ones.
 """
 from __future__ import annotations
 
 import difflib
 import fnmatch
-from dataclasses import dataclass, field
-from typing import Callable, Iterable
+import json
+from dataclasses import dataclass
+from importlib import import_module
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 TASKS = ("classification", "segmentation", "backbone")
 # How a model computes attention, so a latency can be read beside the kernels it ran: "sdpa" (one fused
@@ -38,7 +47,6 @@ class ModelInfo:
     reconstruction: str | None = None  # why no official code exists for this exact model; None: official
     ablation: str | None = None  # the switch flipped, for ablation variants
     notes: str = ""
-    builder: Callable[..., nn.Module] = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         return {
@@ -59,6 +67,12 @@ class ModelInfo:
             "notes": self.notes,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelInfo":
+        """The inverse of ``to_dict`` (JSON has lists where the fields hold tuples)."""
+        return cls(**{**data, "input_size": tuple(data["input_size"]),
+                      "paper_inputs": tuple(tuple(s) for s in data["paper_inputs"])})
+
 
 class UnknownModelError(KeyError):
     """Raised for a name that is not registered; carries the closest registered names."""
@@ -73,7 +87,17 @@ class UnknownModelError(KeyError):
         return self.args[0]
 
 
-_REGISTRY: dict[str, ModelInfo] = {}
+CATALOG = Path(__file__).with_name("catalog.json")
+
+
+def _load_catalog() -> tuple[dict[str, ModelInfo], dict[str, str]]:
+    entries = json.loads(CATALOG.read_text())
+    return ({e["name"]: ModelInfo.from_dict({k: v for k, v in e.items() if k != "module"}) for e in entries},
+            {e["name"]: e["module"] for e in entries})
+
+
+_INFO, _MODULE = _load_catalog()  # every listed name's metadata; a catalogued name's module
+_DECLARED: dict[str, tuple[ModelInfo, Callable[..., nn.Module], str]] = {}  # registered in this process
 
 
 def register_model(
@@ -104,9 +128,11 @@ def register_model(
         key = name or fn.__name__
         if key != key.lower():
             raise ValueError(f"model names are lower-case: {key!r}")
-        if key in _REGISTRY:
-            raise ValueError(f"model {key!r} is already registered")
-        _REGISTRY[key] = ModelInfo(
+        module = getattr(getattr(fn, "func", fn), "__module__", None)  # a functools.partial names its function's
+        owner = _DECLARED[key][2] if key in _DECLARED else _MODULE.get(key, module)
+        if key in _DECLARED or owner != module:
+            raise ValueError(f"model {key!r} is already registered (by {owner})")
+        info = ModelInfo(
             name=key,
             family=family,
             variant=variant,
@@ -122,24 +148,27 @@ def register_model(
             reconstruction=reconstruction,
             ablation=ablation,
             notes=notes,
-            builder=fn,
         )
+        _DECLARED[key] = (info, fn, module)
+        _INFO.setdefault(key, info)  # a catalogued name keeps the catalog's metadata, which the tests hold equal
         return fn
 
     return decorate
 
 
 def unregister_model(name: str) -> None:
-    """Remove a name (for tests that register toy models)."""
-    del _REGISTRY[name]
+    """Remove a name registered at run time (for tests that register toy models)."""
+    del _DECLARED[name]
+    if name not in _MODULE:
+        del _INFO[name]
 
 
 def is_model(name: str) -> bool:
-    return name in _REGISTRY
+    return name in _INFO
 
 
 def close_matches(name: str, n: int = 5) -> list[str]:
-    names = sorted(_REGISTRY)
+    names = sorted(_INFO)
     found = difflib.get_close_matches(name, names, n=n, cutoff=0.5)
     found += [m for m in names if name and name in m and m not in found]
     return found[:n]
@@ -147,7 +176,7 @@ def close_matches(name: str, n: int = 5) -> list[str]:
 
 def model_info(name: str) -> ModelInfo:
     try:
-        return _REGISTRY[name]
+        return _INFO[name]
     except KeyError:
         raise UnknownModelError(name, close_matches(name)) from None
 
@@ -156,13 +185,29 @@ def list_models(pattern: str = "*", *, family: str | None = None, task: str | No
     """Registered names matching a glob ``pattern`` (and family/task when given), sorted."""
     return sorted(
         n
-        for n, info in _REGISTRY.items()
+        for n, info in _INFO.items()
         if fnmatch.fnmatchcase(n, pattern)
         and (family is None or info.family == family)
         and (task is None or info.task == task)
     )
 
 
+def builder(name: str) -> Callable[..., nn.Module]:
+    """A registered model's builder; a catalogued one's family module is imported (and registers it) first."""
+    model_info(name)  # an unknown name raises, with close matches
+    if name not in _DECLARED:
+        import_module(_MODULE[name])
+    if name not in _DECLARED:
+        raise LookupError(f"catalog.json lists {name!r} under {_MODULE[name]}, which does not register it: "
+                          "regenerate it with `python -m hrvit_bench_models._catalog`")
+    return _DECLARED[name][1]
+
+
+def declarations() -> dict[str, tuple[ModelInfo, str]]:
+    """What this process's registrations declared: name -> (metadata, module)."""
+    return {name: (info, module) for name, (info, _, module) in _DECLARED.items()}
+
+
 def create_model(name: str, **overrides) -> nn.Module:
     """Build a registered model; ``overrides`` go to the architecture's constructor."""
-    return model_info(name).builder(**overrides)
+    return builder(name)(**overrides)

@@ -131,6 +131,7 @@ def test_headline_is_one_verdict_when_conventions_agree_and_depends_when_they_do
     assert detail == {"all ops": (pytest.approx(0.0), HOLDS), "GEMM only": (pytest.approx(-10.0), FAILS)}
 
 
+@pytest.mark.slow
 def test_the_summary_counts_each_claim_row_once():
     report = ClaimsReport.measure(counts=CountCache())
     rows = [c for c in load_claims() if c.metric != LATENCY]
@@ -266,6 +267,7 @@ def test_latency_headlines_follow_their_claim():
 # The table a terminal shows.
 
 
+@pytest.mark.slow
 def test_compact_table_fits_80_columns_and_keeps_ids_whole():
     report = ClaimsReport.measure(counts=CountCache())
     console = Console(width=80, record=True, file=io.StringIO())
@@ -281,6 +283,39 @@ def test_compact_table_fits_80_columns_and_keeps_ids_whole():
     assert len(report.tables()) == 3  # claims, published numbers, Table 6
 
 
+def test_an_accuracy_row_reads_needs_training_in_the_compact_and_the_wide_table():
+    accuracy = claim(metric="miou", kind="accuracy", pairs=(("hrvit_b1_seg_ade20k", "mit_b1_seg_ade20k"),))
+    report = ClaimsReport([], headlines([evaluate(accuracy, None, COUNTS)], [], []))
+    for wide in (False, True):
+        report.wide = wide
+        console = Console(width=200, record=True, file=io.StringIO())
+        console.print(report.tables()[0])
+        text = console.export_text()
+        assert UNMEASURABLE == "needs training" and UNMEASURABLE in text, wide
+        assert "needs data" not in text and "not measurable" not in text, wide
+
+
+@pytest.mark.slow
+def test_compact_and_wide_tables_give_a_verdict_the_same_words():
+    """One phrase per verdict on every surface: the compact table, --wide, the CSV and the markdown report."""
+    report = ClaimsReport.measure(counts=CountCache())
+    accuracy = [h for h in report.headlines if h.verdict == UNMEASURABLE]
+    assert len(accuracy) == 12 and UNMEASURABLE == "needs training"
+    texts = {}
+    for wide in (False, True):
+        report.wide = wide
+        console = Console(width=200, record=True, file=io.StringIO())
+        for table in report.tables():
+            console.print(table)
+        texts[wide] = console.export_text()
+    texts["md"] = report.to_markdown()
+    for where, text in texts.items():
+        assert text.count(UNMEASURABLE) >= len(accuracy), where
+        assert "needs data" not in text and "not measurable" not in text, where
+    assert {r["verdict"] for r in report.csv_rows() if r["key"] in {h.claim.key for h in accuracy}} == {UNMEASURABLE}
+
+
+@pytest.mark.slow
 def test_headline_rows_in_csv_and_markdown():
     report = ClaimsReport.measure(counts=CountCache())
     rows = report.csv_rows()
@@ -291,6 +326,7 @@ def test_headline_rows_in_csv_and_markdown():
     assert isinstance(report.headlines[0], Headline)
 
 
+@pytest.mark.slow
 def test_claims_latency_times_each_pair_interleaved_and_feeds_the_plot(toy_model, monkeypatch):
     from hrvit_bench import claims_report, plots
 

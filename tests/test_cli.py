@@ -189,6 +189,24 @@ def test_models_import_under_their_own_name_beside_another_models_package(tmp_pa
     assert len(json.loads(done.stdout)) == 27
 
 
+@pytest.mark.parametrize("args", [("claims", "--rounds", "3"), ("claims", "--threads", "1"),
+                                  ("report", "--rounds", "3", "--threads", "1"),
+                                  ("report", "--shard", "1/2", "--rounds", "3")])
+def test_timing_options_without_latency_are_refused_before_counting(monkeypatch, tmp_path, args):
+    from hrvit_bench import count_cache
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("nothing may be counted")
+
+    monkeypatch.setattr(count_cache.CountCache, "prefetch", refuse)
+    result = run(*args, *(["--out", str(tmp_path / "out")] if args[0] == "report" else []))
+    assert result.exit_code == 2
+    [line] = result.output.strip().splitlines()
+    given = " and ".join(a for a in args if a in ("--rounds", "--threads"))
+    assert line.startswith(f"error: {given} set") and "add --latency cpu" in line
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("command", ["claims", "report"])
 def test_latency_on_a_missing_device_is_one_line_exit_2_before_counting(monkeypatch, tmp_path, command):
     import torch

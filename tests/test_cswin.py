@@ -62,6 +62,7 @@ def test_classifier_branch_layout_follows_img_size():
     assert len(model.stage3[0].attns) == 1 and len(model.stage2[0].attns) == 2
 
 
+@pytest.mark.slow
 def test_cls224_flops_match_official():
     # plain fvcore does not count F.scaled_dot_product_attention: the explicit matmuls; the meta engine counts both
     official = official_count("cswin_t", (224, 224)).fvcore_macs
@@ -69,6 +70,7 @@ def test_cls224_flops_match_official():
     assert meta_macs("cswin_t", (224, 224)) == official
 
 
+@pytest.mark.slow
 def test_dense_flops_match_official_at_odd_size():
     # 97x131 gives maps 24x33, 12x17, 6x9, 3x5: stripes of 2 and 7 need zero-padding.
     official = official_count("cswin_t_backbone", (97, 131)).fvcore_macs
@@ -76,6 +78,7 @@ def test_dense_flops_match_official_at_odd_size():
     assert meta_macs("cswin_t_backbone", (97, 131)) == official
 
 
+@pytest.mark.slow
 def test_seg_flops_are_backbone_plus_head_by_hand():
     """fvcore's rules: conv = multiply-adds, bilinear resize = 4 per output element, BN (eval) = 2 per element."""
     H, W, ch, classes = 97, 131, HEAD_CHANNELS["t"], 150
@@ -89,12 +92,14 @@ def test_seg_flops_are_backbone_plus_head_by_hand():
     assert fvcore_flops(create_model("cswin_t_seg_ade20k", use_sdpa=False), (H, W)) == backbone + head
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(64, 64), (97, 131)])
 def test_classifier_forward(size):
     with torch.no_grad():
         assert create_model("cswin_t").eval()(torch.randn(1, 3, *size)).shape == (1, 1000)
 
 
+@pytest.mark.slow
 def test_dense_backbone_odd_size_maps():
     with torch.no_grad():
         maps = create_model("cswin_t_backbone").eval()(torch.randn(1, 3, 97, 131))
@@ -102,6 +107,7 @@ def test_dense_backbone_odd_size_maps():
     assert all(torch.isfinite(m).all() for m in maps)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,size,classes", [
     ("cswin_t_seg_ade20k", (97, 131), 150),
     ("cswin_t_seg_cityscapes", (64, 96), 19),
@@ -191,6 +197,7 @@ def test_block_matches_the_official_token_form(whole_map):
     torch.testing.assert_close(out.reshape(B, H * W, C), expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,size", [("cswin_t_backbone", (97, 131)), ("cswin_t", (64, 64))])
 def test_sdpa_equals_explicit(name, size):
     torch.manual_seed(0)
@@ -205,12 +212,14 @@ def test_sdpa_equals_explicit(name, size):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_dense_maps_are_channels_last_views_of_the_token_maps():
     with torch.no_grad():
         maps = create_model("cswin_t_backbone").eval()(torch.randn(1, 3, 64, 64))
     assert all(m.is_contiguous(memory_format=torch.channels_last) for m in maps)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("use_sdpa", [True, False])
 def test_training_step_backpropagates(use_sdpa):
     """Residual sums and the LePE + attention sum are in place; autograd must still see a valid graph."""
@@ -220,6 +229,7 @@ def test_training_step_backpropagates(use_sdpa):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["cswin_t_seg_ade20k", "cswin_t"])
 def test_state_dict_round_trip(name):
     assert_round_trip(name)

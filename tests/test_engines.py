@@ -5,6 +5,8 @@ import torch
 import hrvit_bench_models as models
 from hrvit_bench import counting, zoo
 
+pytestmark = pytest.mark.slow  # fvcore on real tensors for every registered model: most of the suite's time
+
 SIZE = (1, 3, 64, 64)  # every registered model takes it; fvcore's cost here is tracing, not arithmetic
 
 

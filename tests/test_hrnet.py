@@ -50,6 +50,7 @@ def test_backbone_keys_are_top_level_in_seg_models():
     assert {k.split(".")[0] for k in seg - backbone} == {"last_layer"}
 
 
+@pytest.mark.slow
 def test_w18_classifier_flops_match_official():
     analysis = FlopCountAnalysis(models.create_model("hrnetv2_w18").eval(), torch.zeros(1, 3, 224, 224))
     analysis.unsupported_ops_warnings(False)
@@ -60,6 +61,7 @@ def test_w18_classifier_flops_match_official():
     assert round((by_operator["conv"] + by_operator["linear"]) / 2**30, 2) == 3.99
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["hrnetv2_w18_seg_cityscapes", "hrnetv2_w18_ocr_ade20k"])
 def test_seg_flops_at_odd_size_match_official(name):
     size = (97, 131)
@@ -73,6 +75,7 @@ def test_seg_flops_at_odd_size_match_official(name):
     assert meta_macs(name, size) == measured
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(64, 96), (97, 131)])
 def test_backbone_maps(size):
     model = models.create_model("hrnetv2_w18_backbone").eval()
@@ -89,6 +92,7 @@ def test_backbone_maps(size):
         assert m.shape[2:] == (h, w)
 
 
+@pytest.mark.slow
 def test_maps_are_channels_last_on_cpu_only():
     """oneDNN is faster channels-last; on other devices the official layout is kept (cuDNN fp32 was slower)."""
     model = models.create_model("hrnetv2_w18_backbone").eval()
@@ -99,6 +103,7 @@ def test_maps_are_channels_last_on_cpu_only():
     assert all(m.is_contiguous() and not m.is_contiguous(memory_format=torch.channels_last) for m in on_meta)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["hrnetv2_w18_seg_cityscapes", "hrnetv2_w18_seg_ade20k",
                                   "hrnetv2_w18_ocr_cityscapes", "hrnetv2_w18_ocr_ade20k"])
 @pytest.mark.parametrize("size", [(64, 64), (97, 131)])
@@ -110,6 +115,7 @@ def test_seg_logits_at_input_size(name, size):
     assert torch.isfinite(logits).all()
 
 
+@pytest.mark.slow
 def test_ocr_returns_main_logits():
     model = models.create_model("hrnetv2_w18_ocr_cityscapes").eval()
     assert isinstance(model, HRNetOCR)
@@ -123,6 +129,7 @@ def test_ocr_returns_main_logits():
     assert not torch.allclose(main, aux)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["hrnetv2_w18", "hrnetv2_w18_seg_cityscapes", "hrnetv2_w18_ocr_ade20k"])
 def test_state_dict_round_trip(name):
     assert_round_trip(name)
@@ -200,6 +207,7 @@ def ref_ocr_logits(model, img):
     return aux, model.cls_head(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("use_sdpa", [True, False])
 def test_ocr_matches_the_official_form(use_sdpa):
     """Channels-last maps, in-place sums and fused attention change only rounding: float64 agrees to 1e-10."""
@@ -214,6 +222,7 @@ def test_ocr_matches_the_official_form(use_sdpa):
     torch.testing.assert_close(main, ref_main, atol=1e-10, rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_ocr_sdpa_equals_explicit_in_float32():
     torch.manual_seed(0)
     fast = perturb_batch_norm(models.create_model("hrnetv2_w18_ocr_cityscapes")).eval()
@@ -224,6 +233,7 @@ def test_ocr_sdpa_equals_explicit_in_float32():
         torch.testing.assert_close(fast(img), explicit(img), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["hrnetv2_w18_ocr_ade20k", "hrnetv2_w18"])
 def test_training_step_backpropagates(name):
     """Residual and fusion sums and the OCR ReLUs are in place; autograd must still see a valid graph."""

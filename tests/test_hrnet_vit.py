@@ -68,6 +68,7 @@ def test_heads_per_branch(variant):
     assert sr == [8, 4, 2, 1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(64, 64), (97, 131)])
 def test_backbone_and_seg_forward(size):
     torch.manual_seed(0)
@@ -86,6 +87,7 @@ def test_backbone_and_seg_forward(size):
     assert torch.isfinite(logits).all()
 
 
+@pytest.mark.slow
 def test_cityscapes_model():
     model = models.create_model("hrnet_mit_b1_seg_cityscapes").eval()
     with torch.no_grad():
@@ -93,6 +95,7 @@ def test_cityscapes_model():
     assert models.model_info("hrnet_mit_b1_seg_cityscapes").input_size == (1024, 1024)
 
 
+@pytest.mark.slow
 def test_state_dict_round_trip():
     assert_round_trip("hrnet_mit_b1_seg_cityscapes")
 
@@ -106,6 +109,7 @@ def test_params_grow_faster_than_hrvit():
     assert ours["b3"] / ours["b1"] > HRVIT_ADE_PARAMS["b3"] / HRVIT_ADE_PARAMS["b1"]
 
 
+@pytest.mark.slow
 def test_backbone_flops_grow_faster_than_hrvit():
     size = (128, 128)
     ours = meta_macs("hrnet_mit_b3_backbone", size) / meta_macs("hrnet_mit_b1_backbone", size)

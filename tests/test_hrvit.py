@@ -77,6 +77,7 @@ def test_b3_w1239_differs_only_in_windows():
     assert n_params_of("hrvit_b3_w1239_seg_cityscapes") == official_count("hrvit_b3_seg_cityscapes").params
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["hrvit_b1", "hrvit_b3"])
 def test_fvcore_flops_match_official(name):
     """fvcore itself on our explicit-matmul build (plain fvcore counts SDPA as 0) gives the official total."""
@@ -95,6 +96,7 @@ def test_ablation_params_move_as_the_paper_says(switch):
         assert 0.20 < n_params_of("hrvit_b1_conv_patch_embed_seg_cityscapes") / base - 1 < 0.24
 
 
+@pytest.mark.slow
 def test_ablation_flops_move_as_the_paper_says():
     size = (96, 96)  # the two 7-wide branches pad their stripes (6 and 3 px)
     base = meta_macs("hrvit_b1_backbone", size)  # fvcore's rules on shapes: tests/test_engines.py
@@ -106,6 +108,7 @@ def test_ablation_flops_move_as_the_paper_says():
             assert base - flops < 0.01 * base
 
 
+@pytest.mark.slow
 def test_classifier_forward_224():
     model = create_model("hrvit_b1").eval()
     with torch.no_grad():
@@ -113,6 +116,7 @@ def test_classifier_forward_224():
     assert logits.shape == (1, 1000) and torch.isfinite(logits).all()
 
 
+@pytest.mark.slow
 def test_backbone_forward_512():
     model = create_model("hrvit_b1_backbone").eval()
     with torch.no_grad():
@@ -120,12 +124,14 @@ def test_backbone_forward_512():
     assert [tuple(f.shape) for f in feats] == [(1, 32, 128, 128), (1, 64, 64, 64), (1, 128, 32, 32), (1, 256, 16, 16)]
 
 
+@pytest.mark.slow
 def test_segmenter_forward_1024_on_meta():
     with torch.device("meta"):
         logits = create_model("hrvit_b1_seg_cityscapes").eval()(torch.empty(1, 3, 1024, 1024))
     assert logits.shape == (1, 19, 1024, 1024)
 
 
+@pytest.mark.slow
 def test_odd_size_forward_sdpa_equals_explicit():
     """500x375 pads every stripe width and is no multiple of 32; SDPA and explicit matmuls must agree."""
     torch.manual_seed(0)
@@ -162,11 +168,13 @@ def test_padded_stripe_equals_full_attention(use_sdpa):
         torch.testing.assert_close(attn(x), ref, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["hrvit_b1", "hrvit_b1_sparse_fusion", "hrvit_b1_indep_key_seg_cityscapes"])
 def test_state_dict_round_trip(name):
     assert_round_trip(name, (64, 96), prepare=wake_attention)
 
 
+@pytest.mark.slow
 def test_training_step_backpropagates():
     """The forward sums in place; autograd must still see a valid graph (drop path and every switch off too)."""
     for overrides in ({"drop_path_rate": 0.1}, {**{k: v for o in ABLATIONS.values() for k, v in o.items()}}):

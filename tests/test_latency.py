@@ -283,6 +283,39 @@ def test_fp16_on_cpu_warns_where_it_runs():
     assert "fp16" in warning
 
 
+@pytest.mark.parametrize("native, warned", [(False, True), (True, False), (None, False)])
+def test_bf16_on_cpu_warns_only_without_native_bf16(monkeypatch, native, warned):
+    from hrvit_bench.latency import settings as latency_settings
+
+    monkeypatch.setattr(latency_settings, "cpu_has_native_bf16", lambda: native)
+    warnings = latency.preflight(LatencySettings(dtype="bf16"))
+    assert [w for w in warnings if "bf16" in w and "several times slower" in w] == (warnings if warned else [])
+    assert len(warnings) == int(warned)
+    assert latency.preflight(LatencySettings(dtype="fp32")) == []  # fp32 never gets it
+
+
+def test_bf16_flags_are_read_from_cpuinfo():
+    from hrvit_bench.latency.settings import cpu_has_native_bf16
+
+    x86 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f {}\nbugs\t\t: spectre_v1\n"
+    assert cpu_has_native_bf16(x86.format("avx512_bf16")) is True
+    assert cpu_has_native_bf16(x86.format("amx_bf16 amx_tile")) is True
+    assert cpu_has_native_bf16(x86.format("avx512_vnni")) is False  # avx512_vnni: no bf16
+    assert cpu_has_native_bf16("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n") is True  # Arm
+    assert cpu_has_native_bf16("processor\t: 0\nFeatures\t: fp asimd\n") is False
+    assert cpu_has_native_bf16("model name\t: something\n") is None  # no flags line: unknown, no warning
+
+
+def test_bf16_warning_reaches_the_command_line(monkeypatch, toy):
+    from hrvit_bench.latency import settings as latency_settings
+
+    monkeypatch.setattr(latency_settings, "cpu_has_native_bf16", lambda: False)
+    result = _run_cli("-m", toy, "--dtype", "bf16", "--iters", "3", "--warmup", "1", "--json")
+    assert result.exit_code == 0, result.output
+    assert "warning: bf16 on a CPU without bf16 arithmetic" in result.stderr
+    json.loads(result.stdout)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The command line.
 
@@ -386,6 +419,17 @@ def test_csv_keys_and_sweep_over_models(toy, toy_oom):
     statuses = {(r["model"], r["input"], r["batch_size"]): r["status"] for r in rows}
     assert statuses[(TOY_OOM, "8x8", "2")] == "oom" and statuses[(TOY_OOM, "16x16", "2")] == "oom"
     assert statuses[(TOY_OOM, "16x16", "1")] == "ok" and statuses[(TOY, "16x16", "2")] == "ok"
+
+
+def test_a_sweep_where_every_point_ran_out_of_memory_exits_1(toy_oom, tmp_path):
+    result = _run_cli("-m", toy_oom, "-b", "2", "--iters", "2", "--warmup", "1", "--json", "--out", str(tmp_path))
+    assert result.exit_code == 1
+    [report] = json.loads(result.stdout)  # what was tried is still printed, and recorded
+    assert [p["status"] for p in report["points"]] == ["oom"]
+    assert (tmp_path / "latency.record.json").is_file()
+    assert result.stderr.splitlines()[-1] == ("error: nothing was measured: the one point ran out of memory; try a "
+                                              "smaller --batch-size or --input")
+    assert _run_cli("-m", toy_oom, "-b", "1,2", "--iters", "2", "--warmup", "1", "--json").exit_code == 0
 
 
 def test_table_output(toy_oom):

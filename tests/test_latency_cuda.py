@@ -596,6 +596,7 @@ def _results(folder) -> dict:
     return json.loads((folder / "results.json").read_text())
 
 
+@pytest.mark.slow
 def test_gpu_suite_smoke_runs_resumes_and_keeps_to_its_budget(suite, tmp_path):
     config = dataclasses.replace(
         suite.SMOKE, models=("mit_b1_seg_ade20k",), agreement=(("mit_b1_seg_ade20k", "64x64", "fp32"),),
@@ -639,6 +640,7 @@ def test_gpu_suite_smoke_runs_resumes_and_keeps_to_its_budget(suite, tmp_path):
     assert len(device["runs"]) == 3 and "[plan] eager: 1 points, 1 done before" in (tmp_path / "suite_log.txt").read_text()
 
 
+@pytest.mark.slow
 def test_gpu_suite_records_a_failing_claims_command_and_goes_on(suite, tmp_path):
     config = dataclasses.replace(suite.SMOKE, claims_args=("claims", "--no-such-option"))
     assert suite.main(["--out", str(tmp_path), "--sections=claims"], config) == 0
@@ -648,6 +650,7 @@ def test_gpu_suite_records_a_failing_claims_command_and_goes_on(suite, tmp_path)
     assert "Failed:" in (tmp_path / "SUMMARY.md").read_text()
 
 
+@pytest.mark.slow
 def test_gpu_suite_imports_without_pip_install():
     """The device machine may lack the editable install: models/ is then loaded under its installed name."""
     code = ("import sys; sys.modules['hrvit_bench_models'] = None; import runpy; "
@@ -658,6 +661,7 @@ def test_gpu_suite_imports_without_pip_install():
     assert done.stdout.strip().splitlines()[-1] == "mit_b1_seg_ade20k"
 
 
+@pytest.mark.slow
 def test_nothing_on_the_suite_path_imports_fvcore_or_thop():
     code = ("import sys; sys.argv = ['gpu_suite']; import runpy; "
             f"runpy.run_path({str(ROOT / 'benchmarks' / 'gpu_suite.py')!r}, run_name='suite'); "
@@ -669,6 +673,7 @@ def test_nothing_on_the_suite_path_imports_fvcore_or_thop():
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.slow
 def test_gpu_suite_profile_section_runs_the_cli_and_draws_the_roofline(suite, tmp_path):
     assert suite.main(["--out", str(tmp_path), "--sections=profile"], suite.SMOKE) == 0
     [(_, device)] = _results(tmp_path)["devices"].items()

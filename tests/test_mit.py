@@ -84,6 +84,7 @@ def hand_count_backbone(variant, H, W):
     return total
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant,size", [("b0", (64, 96)), ("b2", (97, 131))])
 def test_backbone_flops_match_hand_count(variant, size):
     expected = hand_count_backbone(variant, *size)
@@ -91,6 +92,7 @@ def test_backbone_flops_match_hand_count(variant, size):
     assert meta_macs(f"mit_{variant}_backbone", size) == expected
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,size", [("mit_b0_seg_cityscapes", (97, 131)), ("mit_b0_seg_ade20k", (97, 131)),
                                        ("mit_b0_backbone", (64, 96))])
 def test_flops_match_official_small_inputs(name, size):
@@ -99,6 +101,7 @@ def test_flops_match_official_small_inputs(name, size):
     assert meta_macs(name, size) == official
 
 
+@pytest.mark.slow
 def test_segformer_b1_ade512_flops_match_official():
     """The published-setting count; it includes EncoderDecoder's final resize of the logits to 512x512
     (157,286,400 of fvcore's upsample_bilinear2d FLOPs; without it the official code counts 15,999,041,536)."""
@@ -109,6 +112,7 @@ def test_segformer_b1_ade512_flops_match_official():
     assert meta_macs("mit_b1_seg_ade20k", (512, 512)) == official
 
 
+@pytest.mark.slow
 def test_seg_logits_at_input_size_and_conv_seg_unused():
     model = create_model("mit_b0_seg_ade20k").eval()
     calls = []
@@ -126,6 +130,7 @@ def test_backbone_odd_size_maps():
     assert [tuple(m.shape) for m in maps] == [(1, 64, 25, 33), (1, 128, 13, 17), (1, 320, 7, 9), (1, 512, 4, 5)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(64, 64), (97, 131)])
 def test_classifier_forward(size):
     with torch.no_grad():
@@ -137,6 +142,7 @@ def test_cityscapes_forward_shape():
         assert create_model("mit_b0_seg_cityscapes").eval()(torch.randn(1, 3, 64, 96)).shape == (1, 19, 64, 96)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mit_b0_seg_ade20k", "mit_b0"])
 def test_state_dict_round_trip(name):
     assert_round_trip(name)
@@ -271,6 +277,7 @@ def test_block_training_step_matches_out_of_place_sums():
         torch.testing.assert_close(got, expected)
 
 
+@pytest.mark.slow
 def test_segmenter_training_step_backpropagates():
     """Drop path on, in-place sums and the split fusion: every used parameter gets a finite gradient."""
     model = create_model("mit_b0_seg_ade20k", drop_path_rate=0.1).train()

@@ -32,6 +32,7 @@ def test_params_match_official(row):
     assert n_params(meta_build(row.model)) == row.params
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("row", [r for r in ROWS if r.fvcore_macs is not None], ids=row_id)
 def test_macs_match_official(row):
     macs = counting.count(zoo.build(row.model, device="meta"), (1, 3, *row.input), engine="meta").total()

@@ -498,6 +498,7 @@ def test_profile_csv_has_a_row_per_row(toy_model, fixed_roofs):
     assert any(line.split(",")[8] == "conv" for line in lines[1:])
 
 
+@pytest.mark.slow
 def test_profile_tables_and_plot(toy_model, fixed_roofs, tmp_path):
     result = run("profile", "-m", toy_model, "--iters", "2", "--warmup", "0", "--plot", str(tmp_path))
     assert result.exit_code == 0, result.output

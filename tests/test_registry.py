@@ -1,4 +1,8 @@
-"""The model registry: names, metadata, duplicates, close matches."""
+"""The model registry: names, metadata, duplicates, close matches, and the catalog that lists them without torch."""
+import json
+import subprocess
+import sys
+
 import pytest
 
 import hrvit_bench_models as models
@@ -66,3 +70,52 @@ def test_attention_paths_are_declared():
     with pytest.raises(ValueError, match="attention"):
         models.register_model(family="toy", variant="t", task="backbone", input_size=(8, 8), reference="r",
                               official_code="c", attention="flash", name="toy_bad_attention")(lambda: None)
+
+
+def test_the_catalog_is_what_the_family_modules_declare():
+    """catalog.json (what `list` reads without torch) equals, byte for byte, what the family modules register:
+    regenerate it with `python -m hrvit_bench_models._catalog` after changing a registration."""
+    from hrvit_bench_models import _catalog, _registry
+
+    assert _registry.CATALOG.read_text() == _catalog.render(_catalog.entries())
+
+
+def test_every_catalogued_builder_resolves_and_declares_the_listed_metadata():
+    from hrvit_bench_models import _registry
+
+    names = models.list_models()
+    assert len(names) == 91
+    for name in names:
+        assert callable(_registry.builder(name)), name
+    declared = _registry.declarations()
+    for name in names:
+        info, module = declared[name]
+        assert models.model_info(name) == info, name
+        assert module == _registry._MODULE[name] and module.startswith("hrvit_bench_models."), name
+
+
+def test_registering_a_catalogued_name_from_another_module_is_an_error():
+    with pytest.raises(ValueError, match=r"'mit_b0' is already registered \(by hrvit_bench_models.mit\)"):
+        models.register_model(family="toy", variant="t", task="backbone", input_size=(8, 8), reference="-",
+                              official_code="-", name="mit_b0")(lambda: None)
+    assert models.model_info("mit_b0").family == "mit"
+
+
+@pytest.mark.slow
+def test_names_and_metadata_need_no_torch_and_a_build_imports_only_its_family():
+    code = """
+import sys, json
+import hrvit_bench_models as models
+listed = (len(models.list_models()), models.model_info("mit_b1").attention,
+          "hrvit_b1" in models.close_matches("hrvit_b4"))
+before = sorted(m for m in sys.modules if m == "torch" or m.startswith("hrvit_bench_models."))
+models.create_model("mit_b0")
+after = sorted(m for m in sys.modules if m.startswith("hrvit_bench_models.") and m.count(".") == 1)
+print(json.dumps([listed, before, after]))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    listed, before, after = json.loads(done.stdout)
+    assert listed == [91, "sdpa", True]
+    assert before == ["hrvit_bench_models._registry"]
+    assert after == ["hrvit_bench_models._registry", "hrvit_bench_models.heads", "hrvit_bench_models.layers",
+                     "hrvit_bench_models.mit"]

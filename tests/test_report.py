@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from hrvit_bench import gate, output, zoo
 from hrvit_bench.cli import app
+from hrvit_bench.errors import UsageError
 from hrvit_bench.official import load_official
 
 runner = CliRunner()
@@ -56,6 +57,7 @@ def gate_run(tmp_path, baseline, *extra):
     return runner.invoke(app, ["report", "--out", str(tmp_path / "new"), "--compare", str(baseline), *extra])
 
 
+@pytest.mark.slow
 def test_report_writes_every_file(fresh):
     assert FILES <= {p.name for p in fresh.iterdir()}
     assert not [p for p in fresh.iterdir() if p.name.startswith(".")]  # no staging left behind
@@ -74,6 +76,7 @@ def test_report_writes_every_file(fresh):
     assert "| claim" in (fresh / "claims.md").read_text()
 
 
+@pytest.mark.slow
 def test_one_mac_more_fails_the_gate_naming_the_row(fresh, tmp_path, doctored):
     rows = read_rows(doctored / "models.csv")
     target = next(r for r in rows if r["model"] == "hrvit_b1" and r["input"] == "224x224")
@@ -87,6 +90,7 @@ def test_one_mac_more_fails_the_gate_naming_the_row(fresh, tmp_path, doctored):
     assert gate_run(tmp_path, doctored, "--fail-on-change", "50%").exit_code == 1
 
 
+@pytest.mark.slow
 def test_a_flipped_verdict_fails_the_gate_naming_the_claim(fresh, tmp_path, doctored):
     rows = read_rows(doctored / "claims.csv")
     target = next(r for r in rows if r["key"] == "ade-b1-vs-mitb1/flops@512x512")
@@ -98,6 +102,7 @@ def test_a_flipped_verdict_fails_the_gate_naming_the_claim(fresh, tmp_path, doct
     assert "claim ade-b1-vs-mitb1/flops@512x512: verdict 'holds' -> 'does not hold'" in result.output
 
 
+@pytest.mark.slow
 def test_rows_the_baseline_lacks_fail_unless_allowed(fresh, tmp_path, doctored):
     rows = [r for r in read_rows(doctored / "models.csv") if r["model"] != "hrvit_b2"]
     write_rows(doctored / "models.csv", rows)
@@ -107,6 +112,7 @@ def test_rows_the_baseline_lacks_fail_unless_allowed(fresh, tmp_path, doctored):
     assert allowed.exit_code == 0 and "(allowed: --allow-new)" in allowed.output
 
 
+@pytest.mark.slow
 def test_a_csv_baseline_gets_advice_that_works(fresh, tmp_path):
     baseline = tmp_path / "my counts.csv"
     rows = read_rows(COMMITTED / "models.csv")
@@ -133,6 +139,17 @@ def test_tolerance_parsing_by_hand():
     assert gate.parse_tolerance("100%") == 1.0 and gate.parse_tolerance("0") == 0.0
 
 
+@pytest.mark.parametrize("bare, hint", [("5", "for 5% write 5% (or 0.05)"), ("1", "for 1% write 1%"),
+                                        ("12.5", "for 12.5% write 12.5%")])
+def test_a_bare_percentage_is_refused_with_the_sign_it_lacks(tmp_path, bare, hint):
+    with pytest.raises(UsageError, match="read as a fraction") as refused:
+        gate.parse_tolerance(bare)
+    assert hint in str(refused.value)
+    result = runner.invoke(app, ["report", "--out", str(tmp_path / "new"), "--compare", str(COMMITTED),
+                                 "--fail-on-change", bare])
+    assert result.exit_code == 2 and hint in result.output
+
+
 @pytest.mark.parametrize("content", [None, "not,a,report\n1,2,3\n",
                                      "model,input,params,unused_params,macs_all,macs_gemm\nx,1x1,a,0,1,2\n"])
 def test_missing_or_malformed_baseline_is_a_usage_error(tmp_path, content):
@@ -142,6 +159,18 @@ def test_missing_or_malformed_baseline_is_a_usage_error(tmp_path, content):
     assert result.exit_code == 2
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "new").exists()  # it stopped before counting anything
+
+
+def test_a_baseline_folder_without_claims_csv_is_a_usage_error(tmp_path):
+    """Verdicts are half the gate: a folder that lacks them must not pass with a note."""
+    baseline = tmp_path / "baseline"
+    baseline.mkdir()
+    shutil.copy(COMMITTED / "models.csv", baseline / "models.csv")
+    result = runner.invoke(app, ["report", "--out", str(tmp_path / "new"), "--compare", str(baseline)])
+    assert result.exit_code == 2
+    [line] = result.output.strip().splitlines()
+    assert "no claims.csv" in line and f"--compare {baseline / 'models.csv'}" in line
+    assert not (tmp_path / "new").exists()  # refused before counting anything
 
 
 def test_unwritable_out_is_refused_before_counting(tmp_path):
@@ -192,6 +221,7 @@ def test_an_interrupted_write_leaves_the_previous_files_whole(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "b.csv"]
 
 
+@pytest.mark.slow
 def test_claims_strict_exits_1_when_a_claim_does_not_hold(fresh):
     # Counts are cached by the report above; the committed claims include ones that do not hold.
     result = runner.invoke(app, ["claims", "--strict", "--json"])
@@ -201,6 +231,7 @@ def test_claims_strict_exits_1_when_a_claim_does_not_hold(fresh):
     assert runner.invoke(app, ["claims", "--json"]).exit_code == 0
 
 
+@pytest.mark.slow
 def test_a_count_unlike_the_official_code_fails_the_report_naming_it(fresh, tmp_path, monkeypatch):
     from hrvit_bench import report as reporting
     from hrvit_bench.official import OfficialCount
@@ -217,6 +248,7 @@ def test_a_count_unlike_the_official_code_fails_the_report_naming_it(fresh, tmp_
     assert new["hrvit_b2 @ 224x224"]["equals_official"] == "True"
 
 
+@pytest.mark.slow
 def test_merged_report_shards_equal_the_one_machine_report(fresh, tmp_path):
     """Three shards of the report, merged, give the files the one-machine report wrote (the counts are cached by
     the report above, so the shards cost little here; merge rebuilds every number from the records alone)."""

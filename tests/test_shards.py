@@ -207,6 +207,18 @@ def test_report_records_that_lack_counts_are_refused(tmp_path):
     assert result.exit_code == 2 and "lack" in result.output and "counts a report needs" in result.output
 
 
+def test_report_shard_names_its_models_on_stderr_as_flops_does(tmp_path):
+    result = run("report", "--shard", "2/40", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    [record] = tmp_path.iterdir()
+    mine = json.loads(record.read_text())["shard"]["items"]
+    total = len(set(models.list_models()))
+    assert result.stderr.splitlines()[0] == f"shard 2/40: {len(mine)} of {total} models ({', '.join(mine)})"
+    assert "shard 2/40" not in result.stdout  # stdout: what was counted and written
+    assert result.stdout.startswith(f"counted {len(json.loads(record.read_text())['rows'])} (model, input) rows of "
+                                    f"{len(mine)} models") and str(record) in result.stdout
+
+
 def test_report_shard_refuses_the_gate(tmp_path):
     result = run("report", "--shard", "1/3", "--out", tmp_path, "--compare", "reports")
     assert result.exit_code == 2 and "--shard" in result.output
@@ -221,6 +233,7 @@ def test_report_shard_needs_a_folder_of_its_own(tmp_path, monkeypatch):
     assert list((tmp_path / "reports").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_latency_from_two_setups_gives_one_cross_device_table_and_plot(toys, tmp_path):
     common = ["latency", "-m", "toy_shard_a", "-m", "toy_shard_b", "--iters", "5", "--warmup", "1", "--threads", "1",
               "--csv"]
@@ -249,6 +262,7 @@ def test_latency_from_two_setups_gives_one_cross_device_table_and_plot(toys, tmp
     assert printed.exit_code == 0 and printed.stdout == (out / "cross_device.csv").read_text()
 
 
+@pytest.mark.slow
 def test_timing_the_same_point_twice_on_one_device_is_refused(toys, tmp_path):
     common = ["latency", "-m", "toy_shard_a", "--iters", "5", "--warmup", "1", "--threads", "1", "--csv", "--out"]
     for name in ("a.json", "b.json"):
@@ -277,3 +291,44 @@ def test_params_records_merge_into_params_csv(toy_model, tmp_path):
     assert merged.exit_code == 0, merged.output
     [row] = read_csv(tmp_path / "m" / "params.csv")
     assert (int(row["params"]), int(row["unused_params"])) == (TOY_PARAMS, TOY_UNUSED)
+
+
+def _record(tmp_path, command, rows):
+    path = tmp_path / f"{command}.record.json"
+    path.write_text(json.dumps({"schema": records.SCHEMA, "schema_version": records.VERSION, "command": command,
+                                "settings": {}, "environment": {}, "rows": rows}))
+    return path
+
+
+def _point(**stats):
+    return {"input_size": [16, 16], "batch_size": 1, "status": "ok", "latency_ms": {"n": 5, **stats}}
+
+
+@pytest.mark.parametrize("command, rows, problem", [
+    ("flops", [{"foo": 1}], "row 1: model is missing"),
+    ("params", [{"foo": 1}], "row 1: model is missing"),
+    ("report", [{"foo": 1}], "row 1: model is missing"),
+    ("latency", [{"foo": 1}], "row 1: model is missing"),
+    ("latency", ["junk"], "row 1: the row is str, not an object"),
+    ("params", [{"model": "m", "params": "many", "trainable_params": 1, "unused_params": 0}],
+     "row 1 (m): params is 'many', not an integer"),
+    ("params", [{"model": "m", "params": True, "trainable_params": 1, "unused_params": 0}],
+     "row 1 (m): params is True, not an integer"),
+    ("latency", [{"model": "m", "points": [_point(median_ms=3.5)]},
+                 {"model": "n", "points": [_point(median_ms="fast")]}],
+     "row 2 (n): point 1: latency_ms.median_ms is 'fast', not a number"),
+    ("latency", [{"model": "m", "points": [{"input_size": [16, 16], "status": "ok"}]}],
+     "row 1 (m): point 1: batch_size is missing"),
+])
+def test_records_with_malformed_rows_are_refused_naming_file_row_and_field(tmp_path, command, rows, problem):
+    path = _record(tmp_path, command, rows)
+    result = run("merge", path, "--out", tmp_path / "m")
+    assert result.exit_code == 2, result.output
+    [line] = result.output.strip().splitlines()
+    assert line == f"error: {path}: malformed record: {problem}"
+    assert not (tmp_path / "m").exists()
+
+
+def test_an_out_of_memory_point_without_statistics_is_a_wellformed_row(tmp_path):
+    oom = {"input_size": [16, 16], "batch_size": 8, "status": "oom", "latency_ms": None, "flops": None}
+    records.check_rows("latency", [{"model": "m", "points": [_point(median_ms=2.0, p90_ms=None), oom]}], "x.json")

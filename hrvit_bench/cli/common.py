@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import select
+import stat
 import sys
 import traceback
 from enum import Enum
 from typing import Annotated, Callable, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from .. import __version__, output
 from ..conventions import CONVENTION_NAMES
@@ -66,6 +68,12 @@ def command(fn=None, *, name: str | None = None):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:  # before typer, which would exit 1
+            _reader_gone()
+            raise typer.Exit(0) from None
+        except KeyboardInterrupt:  # workers of a pool ignore SIGINT: the parent says it once
+            error("interrupted")
+            raise typer.Exit(130) from None
         except UsageError as exc:
             if _State.debug:
                 traceback.print_exc()
@@ -147,6 +155,8 @@ def emit(results: list, as_json: bool, as_csv: bool) -> None:
 @contextlib.contextmanager
 def progress(description: str, total: int | None = None):
     """A transient progress bar on stderr (shown on a terminal, also when stdout is piped): yields tick(label)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     columns = [SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()]
     if total:
         columns += [BarColumn(), MofNCompleteColumn()]
@@ -168,10 +178,15 @@ def shard_of(names: list[str], shard: str | None) -> tuple[list[str], dict | Non
     if shard is None:
         return names, None
     chosen = Shard.parse(shard)
+    return announce_shard(chosen, names), chosen.to_dict(names)
+
+
+def announce_shard(chosen, names: list[str]) -> list[str]:
+    """The shard's models, said on stderr before any work ("shard 1/3: 2 of 4 models (a, b)")."""
     mine = chosen.select(names)
     output.err_console.print(f"shard {chosen.label}: {len(mine)} of {len(set(names))} models"
                              + (f" ({', '.join(mine)})" if mine else ""), highlight=False, soft_wrap=True)
-    return mine, chosen.to_dict(names)
+    return mine
 
 
 def check_record(out: str | None, command_name: str) -> None:
@@ -203,15 +218,21 @@ def measure_each(infos, measure: Callable, verb: str) -> list:
 
 
 
-def latency_settings(device: Device | None, threads: int | None, rounds: int):
-    """Settings for the claims' latency rows, checked before anything is counted or built."""
+def latency_settings(device: Device | None, threads: int | None, rounds: int | None):
+    """Settings for the claims' latency rows, checked before anything is counted or built. --rounds and --threads
+    shape the timing alone, so without --latency they are refused rather than ignored."""
     if device is None:
+        given = [option for option, value in (("--rounds", rounds), ("--threads", threads)) if value is not None]
+        if given:
+            raise UsageError(f"{' and '.join(given)} {'sets' if len(given) == 1 else 'set'} how --latency times, "
+                             f"but nothing is timed without it: add --latency cpu (or cuda), or leave "
+                             f"{' and '.join(given)} out")
         return None
     from ..latency import LatencySettings, preflight
 
     try:
-        settings = LatencySettings(device=device.value, warmup=2 if device == Device.cpu else 10, iters=rounds,
-                                   threads=threads)
+        settings = LatencySettings(device=device.value, warmup=2 if device == Device.cpu else 10,
+                                   iters=DEFAULT_ROUNDS if rounds is None else rounds, threads=threads)
         preflight(settings)
     except UsageError as exc:  # the settings speak of --device; here the user wrote --latency
         raise UsageError(str(exc).replace("--device", "--latency")) from None
@@ -221,22 +242,67 @@ def latency_settings(device: Device | None, threads: int | None, rounds: int):
 LatencyOpt = Annotated[
     Optional[Device], typer.Option(help="Also time every comparison, interleaved (slow on a CPU; never gated).")
 ]
-RoundsOpt = Annotated[int, typer.Option("--rounds", min=2, help="Interleaved rounds per timed pair.")]
+DEFAULT_ROUNDS = 10
+RoundsOpt = Annotated[
+    Optional[int], typer.Option("--rounds", min=2, help=f"With --latency: interleaved rounds per timed pair "
+                                                        f"(default: {DEFAULT_ROUNDS}).")
+]
+
+def _reader_gone() -> None:
+    """stdout's reader closed the pipe (``hrvit-bench list | head -2``) and has what it wanted. stdout now points
+    at /dev/null, so the interpreter's last flush cannot fail again ("Note on SIGPIPE" in Python's signal docs)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _pipe_of_stdout() -> int | None:
+    """A second descriptor of stdout when it is a pipe, to ask later whether its reader has gone."""
+    try:
+        return os.dup(1) if stat.S_ISFIFO(os.fstat(1).st_mode) and hasattr(select, "poll") else None
+    except OSError:
+        return None
+
+
+def _no_reader(fd: int | None) -> bool:
+    if fd is None:
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(event & select.POLLERR for _, event in poller.poll(0))  # a pipe with no reader left
+
 
 def main() -> None:
-    """Console entry point: the parser's own usage errors also become one line and exit code 2."""
+    """Console entry point: the parser's own usage errors also become one line and exit code 2; a reader that
+    closes the pipe early ends the run quietly with exit code 0."""
+    pipe = _pipe_of_stdout()
+    try:
+        code = _run()
+        sys.stdout.flush()  # here, not at interpreter exit, where a broken pipe could only be reported
+    except BrokenPipeError:
+        _reader_gone()
+        code = 0
+    except SystemExit as exc:  # help text meeting a closed pipe: typer and rich exit 1 themselves
+        code = 0 if exc.code == 1 and _no_reader(pipe) else exc.code
+    finally:
+        if pipe is not None:
+            os.close(pipe)
+    sys.exit(code)
+
+
+def _run() -> int:
     if len(sys.argv) == 1:  # help, not an error
         app(["--help"], prog_name="hrvit-bench", standalone_mode=False)
-        sys.exit(0)
+        return 0
     try:
         code = app(standalone_mode=False, prog_name="hrvit-bench")
     except typer.Abort:
-        sys.exit(130)
+        return 130
     except Exception as exc:
         if not hasattr(exc, "format_message"):  # not the parser's: a command already reported it, or a bug
             raise
         message = exc.format_message().strip()
         if message:
             error(message.splitlines()[0])
-        sys.exit(getattr(exc, "exit_code", 2))
-    sys.exit(code if isinstance(code, int) else 0)
+        return getattr(exc, "exit_code", 2)
+    return code if isinstance(code, int) else 0

@@ -40,18 +40,36 @@ def list_models(
     elif as_csv:
         output.print_csv({k: (zoo.format_size(v) if isinstance(v, list) else v) for k, v in r.items()} for r in rows)
     else:
-        from rich import box
-        from rich.table import Table
-
-        short_task = {"classification": "cls", "segmentation": "seg", "backbone": "backbone"}
-        table = Table(title=f"{len(infos)} models", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
-        for col in ("name", "task", "dataset", "classes", "input", "attention"):
-            table.add_column(col, no_wrap=True)
-        for i in infos:
-            table.add_row(i.name, short_task[i.task], i.dataset or "-", str(i.num_classes or "-"),
-                          zoo.format_size(i.input_size), i.attention)
+        table, left_out = _list_table(infos, output.console.width)
         output.console.print(table)
+        if left_out:
+            output.console.print(f"left out at {output.console.width} columns: {', '.join(left_out)} (a wider "
+                                 "terminal or COLUMNS shows them)", style="dim", highlight=False)
         output.console.print("sources, ablations, reconstructions and notes: hrvit-bench list --json", style="dim")
+
+
+def _list_table(infos, width: int):
+    """The list as a table no wider than ``width``: names are never cut, so where the columns do not fit, the last
+    ones are left out (and named) rather than squeezed into ellipses."""
+    from rich import box
+    from rich.measure import Measurement
+    from rich.table import Table
+
+    short_task = {"classification": "cls", "segmentation": "seg", "backbone": "backbone"}
+    cells = {"name": [i.name for i in infos], "task": [short_task[i.task] for i in infos],
+             "dataset": [i.dataset or "-" for i in infos], "classes": [str(i.num_classes or "-") for i in infos],
+             "input": [zoo.format_size(i.input_size) for i in infos], "attention": [i.attention for i in infos]}
+    columns = list(cells)
+    while True:
+        table = Table(title=f"{len(infos)} models", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+        for column in columns:  # a name wider than the whole width folds onto a second line, whole
+            table.add_column(column, no_wrap=column != "name", overflow="fold")
+        for row in zip(*(cells[c] for c in columns)):
+            table.add_row(*row)
+        natural = Measurement.get(output.console, output.console.options.update_width(10**4), table).maximum
+        if len(columns) == 1 or natural <= width:
+            return table, [c for c in cells if c not in columns]
+        columns.pop()
 
 
 @command

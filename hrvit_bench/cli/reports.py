@@ -11,7 +11,7 @@ from ..conventions import parse_conventions
 from ..errors import UsageError
 from ..output import check_writable
 from .common import (ConventionOpt, CsvOpt, Engine, JobsOpt, JsonOpt, LatencyOpt, RoundsOpt, ThreadsOpt,
-                     command, error, latency_settings, output_format, progress)
+                     announce_shard, command, error, latency_settings, output_format, progress)
 
 
 @command
@@ -22,7 +22,7 @@ def claims(
         bool, typer.Option("--wide", help="The full table: every reason, published numbers, Table 6.")
     ] = False,
     latency: LatencyOpt = None,
-    rounds: RoundsOpt = 10,
+    rounds: RoundsOpt = None,
     threads: ThreadsOpt = None,
     strict: Annotated[bool, typer.Option(help="Exit 1 when a claim does not hold (under some convention).")] = False,
     jobs: JobsOpt = None,
@@ -69,7 +69,7 @@ def report(
         bool, typer.Option("--allow-new", help="Rows the baseline lacks are notes, not failures.")
     ] = False,
     latency: LatencyOpt = None,
-    rounds: RoundsOpt = 10,
+    rounds: RoundsOpt = None,
     threads: ThreadsOpt = None,
     engine: Annotated[Engine, typer.Option(help="meta (fast, shape-only) or fvcore (real tensors).")] = Engine.meta,
     jobs: JobsOpt = None,
@@ -84,6 +84,8 @@ def report(
     from ..count_cache import default_jobs
 
     if shard is not None:
+        if latency is None:
+            latency_settings(None, threads, rounds)  # refuses --rounds and --threads, which would time nothing
         _report_shard(shard, out, compare, latency, engine, jobs)
         return
     tolerance = gate.parse_tolerance(fail_on_change) if fail_on_change is not None else None
@@ -141,13 +143,13 @@ def _report_shard(shard: str, out: str, compare: str | None, latency, engine: En
         raise UsageError("--shard counts a slice of the models: --compare and --latency work on the merged report "
                          "(`hrvit-bench merge ... --out DIR`, then `hrvit-bench report`'s gate on DIR)")
     check_writable(out)
+    announce_shard(chosen, reporting.work_list())  # on stderr, before counting, as flops and latency say theirs
     with progress("counting") as tick:
         record = reporting.count_record(engine.value, chosen, tick, jobs or default_jobs())
         path = record.write(out)
-    models = record.shard["items"]
-    output.console.print(f"shard {chosen.label}: counted {len(record.rows)} (model, input) rows of {len(models)} of "
-                         f"{record.shard['work_items']} models in {record.wall_time_s:.1f} s; wrote {path}. Join "
-                         f"all {chosen.count} with `hrvit-bench merge`", highlight=False, soft_wrap=True)
+    output.console.print(f"counted {len(record.rows)} (model, input) rows of {len(record.shard['items'])} models in "
+                         f"{record.wall_time_s:.1f} s; wrote {path}; join all {chosen.count} shards with "
+                         "`hrvit-bench merge`", highlight=False, soft_wrap=True)
 
 
 @command

@@ -10,7 +10,7 @@ from ..conventions import CONVENTION_NAMES, DEFAULT
 from ..errors import UsageError
 from ..output import check_writable
 from .common import (DEFAULT_MODELS, By, CsvOpt, JsonOpt, ModelOpt, RecordOpt, ShardOpt, ThreadsOpt, check_record,
-                     command, emit, output_format, progress, shard_of, warn, write_record)
+                     command, emit, error, output_format, progress, shard_of, warn, write_record)
 
 
 @command
@@ -93,6 +93,11 @@ def latency(
     emit(results, as_json, as_csv)
     write_record(out, "latency", settings.to_dict() | {"input": input, "batch_size": batch_size}, results,
                   shard_info, device=str(settings.torch_device), dtype=settings.dtype)
+    points = [p for r in results for p in r.points]
+    if points and not any(p.status == "ok" for p in points):  # a table of OOMs is no measurement
+        tried = "the one point" if len(points) == 1 else f"all {len(points)} points"
+        error(f"nothing was measured: {tried} ran out of memory; try a smaller --batch-size or --input")
+        raise typer.Exit(1)
 
 
 @command

@@ -93,6 +93,11 @@ def preflight(settings: LatencySettings) -> list[str]:
     warnings = []
     if device.type == "cpu" and settings.dtype == "fp16":
         warnings.append(_probe_cpu_fp16())
+    if device.type == "cpu" and settings.dtype == "bf16" and cpu_has_native_bf16() is False:
+        warnings.append(
+            "bf16 on a CPU without bf16 arithmetic (its flags name neither avx512_bf16 nor amx_bf16): kernels "
+            "convert to fp32 and back and can run several times slower than fp32, so these numbers say little "
+            "about bf16 where it is native")
     if settings.compile:
         _check_compiler(device)
     return warnings
@@ -112,6 +117,26 @@ def _probe_cpu_fp16() -> str:
         f"fp16 runs on CPU in torch {torch.__version__}, but most CPUs lack fp16 arithmetic: kernels convert "
         "to fp32 and back, so these numbers say little about fp16 on a GPU"
     )
+
+
+BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 AVX512-BF16 and AMX-BF16; Arm's BF16 ("Features")
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool | None:
+    """Whether the CPU has bf16 arithmetic, from the flags of /proc/cpuinfo (``cpuinfo``: its text); None where
+    they cannot be read. torch's get_cpu_capability() names only the vector width (AVX512), not bf16."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as handle:
+                cpuinfo = handle.read()
+        except OSError:
+            return None
+    flags = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return bool(flags & BF16_FLAGS) if flags else None
 
 
 def _check_compiler(device: torch.device) -> None:

@@ -1,0 +1,4 @@
+"""``python -m hrvit_bench``: the same as the ``hrvit-bench`` command."""
+from .cli import main
+
+main()
